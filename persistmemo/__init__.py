@@ -1,0 +1,70 @@
+"""persistmemo: make expensive functions cheap the second time, in any process, on any machine.
+
+A decorator turns a call's arguments into a stable, typed key; the result is stored in a local
+diskcache (the default) or a shared Redis, so results survive restarts and are shared by every
+worker pointing at the same store.
+
+Example:
+    >>> import persistmemo
+    >>> @persistmemo.memoize(cache=persistmemo.Cache("memory://"))
+    ... def fib(n: int) -> int:
+    ...     return n if n < 2 else fib(n - 1) + fib(n - 2)
+    >>> fib(80)
+    23416728348467685
+"""
+
+from __future__ import annotations
+
+from persistmemo._cache import Cache, default_cache, set_default_cache
+from persistmemo._decorator import AsyncMemoized, Memoized, memoize
+from persistmemo._engine import CacheInfo, UncacheableResultWarning
+from persistmemo.backends.base import MISSING, Backend, Lock, Missing
+from persistmemo.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    DecodeError,
+    KeyEncodingError,
+    LockTimeout,
+    PersistmemoError,
+    SerializationError,
+)
+from persistmemo.keys import register_key_encoder
+
+
+
+def __getattr__(name: str) -> str:
+    # __version__ comes from the installed metadata, read lazily (importlib.metadata is slow).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("persistmemo")
+        except PackageNotFoundError:  # a source tree that is not installed
+            return "0.0.0+unknown"
+    raise AttributeError(f"module 'persistmemo' has no attribute {name!r}")
+
+__all__ = [
+    "MISSING",
+    "AsyncMemoized",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "Cache",
+    "CacheInfo",
+    "ConfigurationError",
+    "DecodeError",
+    "KeyEncodingError",
+    "Lock",
+    "LockTimeout",
+    "Memoized",
+    "Missing",
+    "PersistmemoError",
+    "SerializationError",
+    "UncacheableResultWarning",
+    "__version__",
+    "default_cache",
+    "memoize",
+    "register_key_encoder",
+    "set_default_cache",
+]

@@ -1,0 +1,464 @@
+"""Get-or-compute for one memoized function: lookup -> (lock -> re-check) -> call -> store.
+
+The sync and async paths share everything except the waiting and the I/O calls: key building,
+decoding, statistics, the circuit breaker and store policy live in :class:`Engine` helpers.
+
+Single-flight has two layers. Threads (or tasks) of one process share one in-flight computation
+through a ``_Flight`` (no backend polling). Processes and machines coordinate through the
+backend's lease lock (owner token, TTL, compare-and-delete release), renewed by a heartbeat
+while the function runs, and re-check the cache after acquiring. The lock is an optimisation:
+if it is lost, evicted or the store is down, a value is computed twice, never wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import asyncio
+
+from persistmemo.backends.base import MISSING, Lock, Missing
+from persistmemo.errors import BackendError, DecodeError, KeyEncodingError, SerializationError
+
+if TYPE_CHECKING:
+    from persistmemo._cache import Cache
+    from persistmemo.keys import KeyBuilder
+
+__all__ = ["CacheInfo", "Engine", "UncacheableResultWarning"]
+
+
+
+def _log() -> Any:
+    import logging  # lazily: logging costs ~5 ms of `import persistmemo`
+
+    return logging.getLogger("persistmemo")
+_POLL_FIRST = 0.002
+_POLL_MAX = 0.025  # waiters re-check at least every 25 ms
+
+
+class UncacheableResultWarning(UserWarning):
+    """A result could not be encoded, so it was returned but not stored."""
+
+
+class CacheInfo(NamedTuple):
+    """Counters of one memoized function (or a whole cache) in this process."""
+
+    hits: int
+    misses: int
+    stores: int
+    errors: int
+    decode_failures: int
+    lock_waits: int
+    lock_timeouts: int
+
+
+class Stats:
+    """Mutable counters (a plain object: += under the GIL is good enough for statistics)."""
+
+    __slots__ = CacheInfo._fields
+
+    def __init__(self) -> None:
+        for f in CacheInfo._fields:
+            setattr(self, f, 0)
+
+    def snapshot(self) -> CacheInfo:
+        return CacheInfo(*(getattr(self, f) for f in CacheInfo._fields))
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class _Flight:
+    """One in-flight computation in this process, shared by the threads that want it."""
+
+    __slots__ = ("done", "owner", "raw")
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.done = threading.Event()
+        self.raw: bytes | None = None  # the encoded result, decoded afresh by each waiter
+
+
+class _Renewer:
+    """One daemon thread per process renewing every held lease at a third of its TTL."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[Lock, float]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lock: Lock) -> None:
+        with self._cond:
+            self._held[id(lock)] = (lock, time.monotonic() + lock.ttl / 3)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="persistmemo-renew",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def discard(self, lock: Lock) -> None:
+        with self._cond:
+            self._held.pop(id(lock), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lk for lk, at in self._held.values() if at <= now]
+                for lk in due:
+                    self._held[id(lk)] = (lk, now + lk.ttl / 3)
+                nxt = min((at for _, at in self._held.values()), default=now + 60)
+                if not due:
+                    self._cond.wait(max(0.0, nxt - now))
+                    continue
+            for lk in due:
+                try:
+                    if not lk.renew():
+                        self.discard(lk)
+                except Exception:  # a lost store: the lease lapses, at worst one recomputation
+                    self.discard(lk)
+
+
+_renewer = _Renewer()
+
+
+def _reset_after_fork() -> None:
+    global _renewer
+    _renewer = _Renewer()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class Engine:
+    """Get-or-compute for one function on one :class:`~persistmemo.Cache`."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        keys: KeyBuilder,
+        func: Callable[..., Any],
+        *,
+        ttl: float | None,
+        lock: bool,
+        lock_ttl: float,
+        lock_wait: float | None,
+    ) -> None:
+        self.cache = cache
+        self.keys = keys
+        self.func = func
+        self.ttl = ttl
+        self.use_lock = lock
+        self.lock_ttl = lock_ttl
+        self.lock_wait = lock_wait
+        self.codec = cache.codec
+        self.stats = Stats()
+        self._flights: dict[str, _Flight] = {}
+        self._aflights: dict[tuple[int, str], asyncio.Future[bytes | None]] = {}
+        self._mutex = threading.Lock()
+        self._warned: set[str] = set()
+        self._pid = os.getpid()
+
+    # -- shared helpers ----------------------------------------------------------------------
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return self.keys(args, kwargs)
+
+    def _warn_once(self, tag: str, message: str, *args: Any) -> None:
+        if tag not in self._warned:
+            self._warned.add(tag)
+            _log().warning(message, *args)
+
+    def decode(self, raw: bytes | Missing, key: str) -> Any:
+        """Decode stored bytes; a failure is a miss (logged once per reason), returns MISSING."""
+        if raw is MISSING:
+            return MISSING
+        try:
+            return self.codec.decode(raw, key=key).value  # type: ignore[arg-type]
+        except DecodeError as exc:
+            self.stats.decode_failures += 1
+            self.cache.stats.decode_failures += 1
+            reason = str(exc).split(":", 1)[0]
+            self._warn_once("decode:" + reason, "persistmemo: stored entry for %s could not be "
+                            "used (%s); recomputing", self.keys.identity, exc)
+            return MISSING
+
+    def encode(self, value: Any, key: str, duration: float) -> bytes | None:
+        """Encode a result for storage, or warn once and return None if it cannot be."""
+        try:
+            return self.codec.encode(value, key=key, created=time.time(), duration=duration)
+        except SerializationError as exc:
+            tname = f"{type(value).__module__}.{type(value).__qualname__}"
+            if "enc:" + tname not in self._warned:
+                self._warned.add("enc:" + tname)
+                msg = (f"persistmemo: result of {self.keys.identity}() not cached: {exc}")
+                _log().warning("%s", msg)
+                warnings.warn(msg, UncacheableResultWarning, stacklevel=5)
+            return None
+
+    def hit(self, value: Any) -> Any:
+        self.stats.hits += 1
+        self.cache.stats.hits += 1
+        return value
+
+    def _miss_counted(self) -> None:
+        self.stats.misses += 1
+        self.cache.stats.misses += 1
+
+    def _store_counted(self) -> None:
+        self.stats.stores += 1
+        self.cache.stats.stores += 1
+
+    # -- sync path -----------------------------------------------------------------------------
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Return ``func(*args, **kwargs)``, from the cache when possible."""
+        try:
+            key = self.keys(args, kwargs)
+        except KeyEncodingError:
+            raise
+        except TypeError:
+            return self.func(*args, **kwargs)  # does not bind: let Python raise its own error
+        cache = self.cache
+        if cache.available():
+            try:
+                value = self.decode(cache.backend.get(key), key)
+            except BackendError as exc:
+                cache.backend_failed(exc)
+            else:
+                if cache._down_until:
+                    cache.backend_ok()
+                if value is not MISSING:
+                    return self.hit(value)
+        return self.compute(key, args, kwargs)
+
+    def compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Compute (once per process and, with the lock, once across workers) and store."""
+        if not self.use_lock:
+            return self._run_and_store(key, args, kwargs, None)
+        if os.getpid() != self._pid:  # forked: the parent's flights are not ours
+            self._flights, self._pid = {}, os.getpid()
+        with self._mutex:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        assert flight is not None
+        if not leader:
+            if flight.owner == threading.get_ident():  # recursion on the same key
+                return self._run_and_store(key, args, kwargs, None)
+            self.stats.lock_waits += 1
+            if flight.done.wait(self.lock_wait) and flight.raw is not None:
+                value = self.decode(flight.raw, key)
+                if value is not MISSING:
+                    return self.hit(value)
+            return self.compute(key, args, kwargs) if flight.done.is_set() else \
+                self._run_and_store(key, args, kwargs, None)
+        try:
+            return self._locked(key, args, kwargs, flight)
+        finally:
+            with self._mutex:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _locked(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                flight: _Flight) -> Any:
+        cache = self.cache
+        if not cache.available():
+            return self._run_and_store(key, args, kwargs, None, flight)
+        backend = cache.backend
+        lock = backend.lock(key, ttl=self.lock_ttl)
+        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
+        delay = _POLL_FIRST
+        waited = False
+        while True:
+            try:
+                acquired, raw = backend.acquire_and_get(lock, key)
+            except BackendError as exc:
+                cache.backend_failed(exc)
+                return self._run_and_store(key, args, kwargs, None, flight)
+            if raw is not MISSING:
+                value = self.decode(raw, key)
+                if value is not MISSING:
+                    if acquired:
+                        self._release(lock)
+                    flight.raw = raw  # type: ignore[assignment]
+                    return self.hit(value)
+            if acquired:
+                return self._run_and_store(key, args, kwargs, lock, flight)
+            if not waited:
+                waited = True
+                self.stats.lock_waits += 1
+                cache.stats.lock_waits += 1
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats.lock_timeouts += 1
+                cache.stats.lock_timeouts += 1
+                return self._run_and_store(key, args, kwargs, None, flight)
+            time.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX)
+
+    def _release(self, lock: Lock) -> None:
+        try:
+            lock.release()
+        except BackendError as exc:
+            self.cache.backend_failed(exc)
+
+    def _run_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       lock: Lock | None, flight: _Flight | None = None) -> Any:
+        self._miss_counted()
+        if lock is not None:
+            _renewer.add(lock)
+        start = time.perf_counter()
+        try:
+            value = self.func(*args, **kwargs)
+        except BaseException:
+            if lock is not None:
+                _renewer.discard(lock)
+                self._release(lock)  # waiters take over at once, not after the lease
+            raise
+        duration = time.perf_counter() - start
+        if lock is not None:
+            _renewer.discard(lock)
+        raw = self.encode(value, key, duration)
+        if flight is not None:
+            flight.raw = raw
+        cache = self.cache
+        if raw is None:
+            if lock is not None:
+                self._release(lock)
+            return value
+        if cache.available() or lock is not None:
+            try:
+                cache.backend.set_and_release(key, raw, ttl=self.ttl, lock=lock)
+                self._store_counted()
+            except BackendError as exc:
+                cache.backend_failed(exc)
+        return value
+
+    # -- async path ----------------------------------------------------------------------------
+    async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Await ``func(*args, **kwargs)``, from the cache when possible."""
+        try:
+            key = self.keys(args, kwargs)
+        except KeyEncodingError:
+            raise
+        except TypeError:
+            return await self.func(*args, **kwargs)
+        cache = self.cache
+        if cache.available():
+            try:
+                value = self.decode(await cache.backend.aget(key), key)
+            except BackendError as exc:
+                cache.backend_failed(exc)
+            else:
+                if cache._down_until:
+                    cache.backend_ok()
+                if value is not MISSING:
+                    return self.hit(value)
+        return await self.acompute(key, args, kwargs)
+
+    async def acompute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        import asyncio
+
+        if not self.use_lock:
+            return await self._arun_and_store(key, args, kwargs, None)
+        loop = asyncio.get_running_loop()
+        fkey = (id(loop), key)
+        fut = self._aflights.get(fkey)
+        if fut is not None:  # another task of this loop computes it: wait for its bytes
+            self.stats.lock_waits += 1
+            try:
+                raw = await asyncio.wait_for(asyncio.shield(fut), self.lock_wait)
+            except (asyncio.TimeoutError, Exception):
+                raw = None
+            if raw is not None:
+                value = self.decode(raw, key)
+                if value is not MISSING:
+                    return self.hit(value)
+            return await self._arun_and_store(key, args, kwargs, None)
+        fut = self._aflights[fkey] = loop.create_future()
+        raw_out: list[bytes | None] = [None]
+        try:
+            return await self._alocked(key, args, kwargs, raw_out)
+        finally:
+            self._aflights.pop(fkey, None)
+            if not fut.done():
+                fut.set_result(raw_out[0])
+
+    async def _alocked(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       raw_out: list[bytes | None]) -> Any:
+        import asyncio
+
+        cache = self.cache
+        if not cache.available():
+            return await self._arun_and_store(key, args, kwargs, None, raw_out)
+        backend = cache.backend
+        lock = backend.lock(key, ttl=self.lock_ttl)
+        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
+        delay = _POLL_FIRST
+        while True:
+            try:
+                acquired, raw = await backend.aacquire_and_get(lock, key)
+            except BackendError as exc:
+                cache.backend_failed(exc)
+                return await self._arun_and_store(key, args, kwargs, None, raw_out)
+            if raw is not MISSING:
+                value = self.decode(raw, key)
+                if value is not MISSING:
+                    if acquired:
+                        await self._arelease(lock)
+                    raw_out[0] = raw  # type: ignore[assignment]
+                    return self.hit(value)
+            if acquired:
+                return await self._arun_and_store(key, args, kwargs, lock, raw_out)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats.lock_timeouts += 1
+                cache.stats.lock_timeouts += 1
+                return await self._arun_and_store(key, args, kwargs, None, raw_out)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX)
+
+    async def _arelease(self, lock: Lock) -> None:
+        try:
+            await self.cache.backend.arelease(lock)
+        except BackendError as exc:
+            self.cache.backend_failed(exc)
+
+    async def _arun_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                              lock: Lock | None, raw_out: list[bytes | None] | None = None) -> Any:
+        self._miss_counted()
+        if lock is not None:
+            _renewer.add(lock)
+        start = time.perf_counter()
+        try:
+            coro: Awaitable[Any] = self.func(*args, **kwargs)
+            value = await coro
+        except BaseException:
+            if lock is not None:
+                import asyncio
+
+                _renewer.discard(lock)
+                await asyncio.shield(self._arelease(lock))
+            raise
+        duration = time.perf_counter() - start
+        if lock is not None:
+            _renewer.discard(lock)
+        raw = self.encode(value, key, duration)
+        if raw_out is not None:
+            raw_out[0] = raw
+        cache = self.cache
+        if raw is None:
+            if lock is not None:
+                await self._arelease(lock)
+            return value
+        if cache.available() or lock is not None:
+            try:
+                await cache.backend.aset_and_release(key, raw, ttl=self.ttl, lock=lock)
+                self._store_counted()
+            except BackendError as exc:
+                cache.backend_failed(exc)
+        return value

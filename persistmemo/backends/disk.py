@@ -1,0 +1,284 @@
+"""The embedded default store: a local directory managed by :mod:`diskcache` (SQLite + files).
+
+Keys are ``str`` and values ``bytes``, so diskcache never pickles either. Reading is hardened
+further by :class:`_BytesOnlyDisk`: the ``mode`` column of a row is attacker-controlled data for
+anyone who can write the directory, and diskcache would unpickle a row marked ``MODE_PICKLE``
+(CVE-2025-69872); we refuse every mode except raw bytes and binary files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW
+
+from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Missing
+from persistmemo.errors import BackendError, ConfigurationError
+
+__all__ = ["DiskBackend", "DiskLock"]
+
+log = logging.getLogger("persistmemo")
+_LOCK_PREFIX = "lock:"
+
+
+class _Refused(Exception):
+    """A stored row uses a representation persistmemo never writes (e.g. pickle)."""
+
+
+class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache ``Disk`` that only ever returns bytes and never unpickles anything."""
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise _Refused("non-raw key")
+        return bytes(key) if isinstance(key, (bytes, memoryview)) else key
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
+            return bytes(value)
+        if mode == MODE_BINARY and filename and not read:
+            with open(os.path.join(self._directory, filename), "rb") as reader:
+                return reader.read()
+        raise _Refused(f"stored mode {mode}")
+
+
+def _prepare_directory(path: Path) -> None:
+    """Create ``path`` owner-only, or refuse a directory another user could tamper with."""
+    if path.is_symlink():
+        raise ConfigurationError(f"refusing cache directory {str(path)!r}: it is a symlink")
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigurationError(f"cache location {str(path)!r} exists and is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ConfigurationError(
+            f"refusing cache directory {str(path)!r}: owned by uid {st.st_uid}, not by you"
+        )
+    if st.st_mode & stat.S_IWOTH:
+        raise ConfigurationError(
+            f"refusing cache directory {str(path)!r}: it is world-writable (chmod 700 it)"
+        )
+
+
+class DiskBackend(BaseBackend):
+    """Store entries in a local directory (SQLite index + value files), shared by processes.
+
+    Args:
+        directory: the cache directory (created owner-only, ``0700``).
+        size_limit: bytes kept before least-recently-stored entries are culled (default 1 GiB).
+        busy_timeout: seconds a call may wait on SQLite's lock before failing (fail-open above).
+    """
+
+    name = "disk"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size_limit: int = 2**30,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.directory = Path(directory).expanduser()
+        self.size_limit = int(size_limit)
+        self.busy_timeout = float(busy_timeout)
+        self._cache: diskcache.Cache | None = None
+        self._open_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<DiskBackend {str(self.directory)!r}>"
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        """The underlying ``diskcache.Cache``, opened on first use."""
+        c = self._cache
+        if c is None:
+            with self._open_lock:
+                c = self._cache
+                if c is None:
+                    c = self._cache = self._open()
+        return c
+
+    def _open(self) -> diskcache.Cache:
+        _prepare_directory(self.directory)
+        try:
+            return diskcache.Cache(
+                str(self.directory),
+                timeout=self.busy_timeout,
+                disk=_BytesOnlyDisk,
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-stored",  # hits never write
+                statistics=False,
+            )
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise BackendError(f"cannot open disk cache {self.directory}: {exc}") from exc
+            return self._quarantine_and_reopen(exc)
+        except (OSError, diskcache.Timeout) as exc:
+            raise BackendError(f"cannot open disk cache {self.directory}: {exc}") from exc
+
+    def _quarantine_and_reopen(self, exc: Exception) -> diskcache.Cache:
+        """Move a corrupt database aside (kept for inspection) and start an empty one."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        log.error("persistmemo: disk cache %s is corrupt (%s); moved aside, starting empty",
+                  self.directory, exc)
+        for suffix in ("", "-wal", "-shm"):
+            db = self.directory / f"cache.db{suffix}"
+            if db.exists():
+                db.rename(self.directory / f"cache.db{suffix}.corrupt-{stamp}")
+        try:
+            return diskcache.Cache(str(self.directory), timeout=self.busy_timeout,
+                                   disk=_BytesOnlyDisk, size_limit=self.size_limit,
+                                   eviction_policy="least-recently-stored", statistics=False)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc2:
+            raise BackendError(f"cannot reopen disk cache {self.directory}: {exc2}") from exc2
+
+    def _fail(self, exc: BaseException, what: str) -> BackendError:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError
+        ):
+            # Corruption found while running: quarantine so the next call starts clean.
+            with self._open_lock:
+                old, self._cache = self._cache, None
+                if old is not None:
+                    old.close()
+                    try:
+                        self._cache = self._quarantine_and_reopen(exc)
+                    except BackendError:
+                        pass
+        return BackendError(f"disk cache {what} failed: {type(exc).__name__}: {exc}")
+
+    # -- primitives ------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | Missing:
+        try:
+            value = self.cache.get(key, MISSING)
+        except _Refused:
+            return MISSING
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "get") from exc
+        return value  # type: ignore[no-any-return]
+
+    def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        try:
+            self.cache.set(key, bytes(value), expire=ttl)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "set") from exc
+
+    def delete(self, key: str) -> bool:
+        try:
+            return bool(self.cache.delete(key, retry=True))
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "delete") from exc
+
+    def _keys_in_range(self, prefix: str) -> list[str]:
+        # The (key, raw) unique index makes a range scan cheap: no full-table iteration.
+        sql = self.cache._sql  # noqa: SLF001 - diskcache exposes no prefix query
+        if prefix:
+            rows = sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+                       (prefix, prefix + "\U0010ffff")).fetchall()
+        else:
+            rows = sql("SELECT key FROM Cache").fetchall()
+        return [r[0] for r in rows if isinstance(r[0], str)]
+
+    def clear(self, prefix: str) -> int:
+        try:
+            if not prefix:
+                return int(self.cache.clear(retry=True))
+            count = 0
+            for key in self._keys_in_range(prefix):
+                count += bool(self.cache.delete(key, retry=True))
+            return count
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "clear") from exc
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        try:
+            found = self._keys_in_range(prefix)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "keys") from exc
+        now = time.time()
+        for key in found:
+            if key.startswith(_LOCK_PREFIX):
+                continue
+            try:
+                _, expire = self.cache.get(key, MISSING, expire_time=True)
+            except (_Refused, sqlite3.Error, OSError, diskcache.Timeout):
+                continue
+            if expire is None or expire > now:
+                yield key
+
+    def lock(self, key: str, *, ttl: float) -> DiskLock:
+        return DiskLock(self, _LOCK_PREFIX + key, secrets.token_hex(16), ttl)
+
+    def maintain(self) -> list[str]:
+        """Check the database and remove orphaned value files; return the warnings found."""
+        try:
+            found = self.cache.check(fix=True, retry=True)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._fail(exc, "check") from exc
+        return [str(w.message) for w in found]
+
+    def volume(self) -> int:
+        """Bytes used on disk by the database and value files."""
+        return int(self.cache.volume())
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
+
+
+class DiskLock(BaseLock):
+    """A lease row (``lock:<key>``) holding the owner token, expiring after ``ttl``.
+
+    ``Cache.add`` is atomic and treats an expired row as absent, so a holder killed with
+    SIGKILL blocks others for at most ``ttl``; release and renew compare the token inside one
+    transaction, so a stale holder never deletes or extends its successor's lease.
+    """
+
+    def __init__(self, store: DiskBackend, key: str, token: str, ttl: float) -> None:
+        super().__init__(key, token, ttl)
+        self._store = store
+        self._value = token.encode()
+
+    def acquire(self) -> bool:
+        try:
+            return bool(self._store.cache.add(self.key, self._value, expire=self.ttl, retry=True))
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._store._fail(exc, "lock") from exc
+
+    def _if_owner(self, action: str) -> bool:
+        cache = self._store.cache
+        try:
+            with cache.transact(retry=True):
+                try:
+                    current = cache.get(self.key, MISSING)
+                except _Refused:
+                    current = MISSING
+                if current != self._value:
+                    return False
+                if action == "release":
+                    cache.delete(self.key)
+                else:
+                    cache.set(self.key, self._value, expire=self.ttl)
+                return True
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise self._store._fail(exc, action) from exc
+
+    def release(self) -> bool:
+        return self._if_owner("release")
+
+    def renew(self) -> bool:
+        return self._if_owner("renew")

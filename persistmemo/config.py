@@ -1,0 +1,113 @@
+"""Where the cache lives: a backend object, a path, or a URL; else the environment, read lazily.
+
+Precedence: an explicit backend/client > a location string or path > ``PERSISTMEMO_URL`` > the
+user cache directory (``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``).
+
+Recognised locations: a directory path (``str``/``Path``), ``file:///path``, ``memory://``,
+``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``rediss+cluster://``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from persistmemo.backends.base import Backend
+from persistmemo.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+__all__ = ["default_directory", "resolve_backend", "seconds"]
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_DISK_PARAMS = {"size_limit": int, "busy_timeout": float}
+
+
+def seconds(value: float | int | _dt.timedelta | None, name: str) -> float | None:
+    """Normalise a duration option (seconds or ``timedelta``) to float seconds."""
+    if value is None:
+        return None
+    if type(value).__name__ == "timedelta" and hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"{name} must be seconds (int/float) or a datetime.timedelta, "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    if value < 0 or value != value:
+        raise ConfigurationError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def default_directory() -> Path:
+    """Return ``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "persistmemo"
+
+
+def _disk(path: str | os.PathLike[str], params: dict[str, Any]) -> Backend:
+    from persistmemo.backends.disk import DiskBackend
+
+    unknown = set(params) - set(_DISK_PARAMS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown disk cache option(s) {sorted(unknown)!r}; known: {sorted(_DISK_PARAMS)!r}"
+        )
+    try:
+        typed = {k: _DISK_PARAMS[k](v) for k, v in params.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"bad disk cache option: {exc}") from exc
+    return DiskBackend(path, **typed)
+
+
+def resolve_backend(location: Any = None, **options: Any) -> Backend:
+    """Turn a location (backend, client, path, URL or None) into a :class:`Backend`.
+
+    ``options`` are backend-specific (``size_limit`` for disk; timeouts for Redis).
+    """
+    if location is None:
+        env = os.environ.get("PERSISTMEMO_URL", "").strip()
+        location = env or default_directory()
+    if isinstance(location, Backend):
+        if options:
+            raise ConfigurationError(
+                f"backend options {sorted(options)!r} cannot apply to an existing backend object"
+            )
+        return location
+    if isinstance(location, os.PathLike):
+        return _disk(location, options)
+    if not isinstance(location, str):
+        mod = type(location).__module__
+        if mod.startswith("redis"):  # a redis-py client the user already has
+            from persistmemo.backends.redis import RedisBackend
+
+            return RedisBackend(location, **options)
+        raise ConfigurationError(
+            f"location must be a path, a URL or a backend, got {type(location).__name__}"
+        )
+    if "://" not in location:
+        if not location:
+            raise ConfigurationError("location is an empty string")
+        return _disk(location, options)
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        if parts.query or options:
+            raise ConfigurationError("memory:// takes no options")
+        from persistmemo.backends.memory import MemoryBackend
+
+        return MemoryBackend()
+    if scheme == "file":
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        return _disk(unquote(parts.path), {**query, **options})
+    if scheme in _REDIS_SCHEMES:
+        from persistmemo.backends.redis import RedisBackend
+
+        return RedisBackend(location, **options)
+    raise ConfigurationError(
+        f"unknown cache URL scheme {scheme!r} in location; use a path, file://, memory://, "
+        f"redis://, rediss://, unix:// or redis+cluster://"
+    )
