@@ -168,20 +168,11 @@ class Memoized(_MemoizedBase[P, R]):
 
 
 class AsyncMemoized(_MemoizedBase[P, R]):
-    """A memoized ``async def`` function: awaiting it never blocks the event loop on I/O."""
+    """A memoized ``async def`` function: awaiting it never blocks the event loop on I/O.
 
-    def __init__(self, cache: Cache | None, func: Callable[..., Any], options: dict[str, Any]
-                 ) -> None:
-        import asyncio
-
-        super().__init__(cache, func, options)
-        import inspect
-
-        # Let inspect.iscoroutinefunction() / asyncio.iscoroutinefunction() recognise us.
-        mark = getattr(inspect, "markcoroutinefunction", None)
-        if mark is not None:
-            self._is_coroutine_marker = getattr(inspect, "_is_coroutine_mark", None)
-        self._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
+    :func:`wrap` hands out a real ``async def`` function carrying this object's methods as
+    attributes, so ``inspect.iscoroutinefunction()`` is true on every Python version.
+    """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         engine = self._engine or self._start()
@@ -192,6 +183,22 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         engine = self.engine
         key = self.keys(args, kwargs)
         return await engine._arun_and_store(key, args, kwargs, None)  # type: ignore[no-any-return]
+
+
+_ASYNC_ATTRS = ("cache_key", "explain_key", "invalidate", "cache_clear", "cache_info", "refresh",
+                "keys")
+
+
+def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> Any:
+    @functools.wraps(func)
+    async def memoized(*args: Any, **kwargs: Any) -> Any:
+        engine = memo._engine or memo._start()
+        return await engine.acall(args, kwargs)
+
+    for name in _ASYNC_ATTRS:
+        setattr(memoized, name, getattr(memo, name))
+    memoized.memo = memo  # type: ignore[attr-defined]
+    return memoized
 
 
 class _Bound:
@@ -221,7 +228,7 @@ def wrap(cache: Cache | None, func: Callable[..., Any], **options: Any) -> Any:
     import inspect
 
     if inspect.iscoroutinefunction(func):
-        return AsyncMemoized(cache, func, options)
+        return _async_function(AsyncMemoized(cache, func, options), func)
     return Memoized(cache, func, options)
 
 

@@ -174,13 +174,19 @@ class Engine:
             self._warned.add(tag)
             _log().warning(message, *args)
 
-    def decode(self, raw: bytes | Missing, key: str) -> Any:
-        """Decode stored bytes; a failure is a miss (logged once per reason), returns MISSING."""
+    def decode(self, raw: bytes | Missing, key: str, *, recheck: bool = False) -> Any:
+        """Decode stored bytes; a failure is a miss (logged once per reason), returns MISSING.
+
+        ``recheck``: the re-read after taking the lock; an entry that already failed to decode
+        on the first read is not counted twice.
+        """
         if raw is MISSING:
             return MISSING
         try:
             return self.codec.decode(raw, key=key).value  # type: ignore[arg-type]
         except DecodeError as exc:
+            if recheck:
+                return MISSING
             self.stats.decode_failures += 1
             self.cache.stats.decode_failures += 1
             reason = str(exc).split(":", 1)[0]
@@ -282,7 +288,7 @@ class Engine:
                 cache.backend_failed(exc)
                 return self._run_and_store(key, args, kwargs, None, flight)
             if raw is not MISSING:
-                value = self.decode(raw, key)
+                value = self.decode(raw, key, recheck=True)
                 if value is not MISSING:
                     if acquired:
                         self._release(lock)
@@ -407,7 +413,7 @@ class Engine:
                 cache.backend_failed(exc)
                 return await self._arun_and_store(key, args, kwargs, None, raw_out)
             if raw is not MISSING:
-                value = self.decode(raw, key)
+                value = self.decode(raw, key, recheck=True)
                 if value is not MISSING:
                     if acquired:
                         await self._arelease(lock)

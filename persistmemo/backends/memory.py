@@ -18,7 +18,7 @@ class MemoryBackend(BaseBackend):
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float | None]] = {}
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<MemoryBackend entries={len(self._data)}>"
@@ -63,13 +63,13 @@ class MemoryBackend(BaseBackend):
         with self._mutex:
             found = [k for k in self._data if k.startswith(prefix)]
         for k in found:
-            if self.get(k) is not MISSING:
+            if not k.startswith("lock:") and self.get(k) is not MISSING:
                 yield k
 
     def lock(self, key: str, *, ttl: float) -> MemoryLock:
         import secrets
 
-        return MemoryLock(self, key, secrets.token_hex(16), ttl)
+        return MemoryLock(self, "lock:" + key, secrets.token_hex(16), ttl)
 
 
 class MemoryLock(BaseLock):

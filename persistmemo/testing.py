@@ -1,0 +1,161 @@
+"""The backend contract suite, reusable by third-party backends.
+
+Subclass :class:`BackendContract` in a pytest module and provide a ``backend`` fixture that
+yields a fresh, empty store; every test below then runs against it::
+
+    import pytest
+    from persistmemo.testing import BackendContract
+
+    class TestMyStore(BackendContract):
+        @pytest.fixture
+        def backend(self):
+            store = MyStore(...)
+            yield store
+            store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from persistmemo.backends.base import MISSING
+
+__all__ = ["BackendContract"]
+
+
+def _wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+class BackendContract:
+    """Behaviour every :class:`~persistmemo.backends.Backend` must have (bytes in, bytes out)."""
+
+    def test_missing_key_is_missing(self, backend: Any) -> None:
+        """A key never set reads as MISSING (not None)."""
+        assert backend.get("pm:1:t:f:x:absent") is MISSING
+
+    def test_set_get_roundtrip_bytes(self, backend: Any) -> None:
+        """Values come back byte for byte, including empty and binary values."""
+        for i, value in enumerate([b"", b"\x00\xff" * 10, b"x" * 100_000, bytes(range(256))]):
+            backend.set(f"pm:1:t:f:x:{i}", value, ttl=None)
+            got = backend.get(f"pm:1:t:f:x:{i}")
+            assert type(got) is bytes and got == value
+
+    def test_overwrite(self, backend: Any) -> None:
+        """A second set replaces the value."""
+        backend.set("pm:1:t:f:x:k", b"one", ttl=None)
+        backend.set("pm:1:t:f:x:k", b"two", ttl=None)
+        assert backend.get("pm:1:t:f:x:k") == b"two"
+
+    def test_ttl_expires(self, backend: Any) -> None:
+        """An entry with a TTL disappears after it (and not before)."""
+        backend.set("pm:1:t:f:x:ttl", b"v", ttl=0.3)
+        assert backend.get("pm:1:t:f:x:ttl") == b"v"
+        assert _wait_until(lambda: backend.get("pm:1:t:f:x:ttl") is MISSING, timeout=5)
+
+    def test_delete(self, backend: Any) -> None:
+        """delete returns whether something was deleted."""
+        backend.set("pm:1:t:f:x:d", b"v", ttl=None)
+        assert backend.delete("pm:1:t:f:x:d") is True
+        assert backend.get("pm:1:t:f:x:d") is MISSING
+        assert backend.delete("pm:1:t:f:x:d") is False
+
+    def test_get_many_and_set_many_aligned(self, backend: Any) -> None:
+        """get_many returns values aligned with the keys, MISSING where absent."""
+        items = [(f"pm:1:t:f:x:m{i}", f"v{i}".encode()) for i in range(50)]
+        backend.set_many(items, ttl=None)
+        keys = [k for k, _ in items] + ["pm:1:t:f:x:none"]
+        got = backend.get_many(keys)
+        assert got[:-1] == [v for _, v in items]
+        assert got[-1] is MISSING
+
+    def test_clear_prefix_only(self, backend: Any) -> None:
+        """clear(prefix) deletes exactly the keys under the prefix, never its neighbours."""
+        keys = ["pm:1:tenant:f:1", "pm:1:tenant:f:2", "pm:1:tenantB:f:1", "pm:1:tenan:f:1",
+                "pm:1:tenant*:f:1", "pm:1:a[1]:f:1"]
+        for k in keys:
+            backend.set(k, b"v", ttl=None)
+        assert backend.clear("pm:1:tenant:") == 2
+        assert backend.get("pm:1:tenant:f:1") is MISSING
+        for k in keys[2:]:
+            assert backend.get(k) == b"v", k
+        assert backend.clear("pm:1:tenant*:") == 1
+        assert backend.clear("pm:1:a[1]:") == 1
+        assert backend.get("pm:1:tenantB:f:1") == b"v"
+
+    def test_keys_lists_prefix(self, backend: Any) -> None:
+        """keys(prefix) lists live keys under the prefix."""
+        for i in range(5):
+            backend.set(f"pm:1:ls:f:{i}", b"v", ttl=None)
+        backend.set("pm:1:other:f:0", b"v", ttl=None)
+        assert sorted(backend.keys("pm:1:ls:")) == [f"pm:1:ls:f:{i}" for i in range(5)]
+
+    def test_lock_is_exclusive_and_token_checked(self, backend: Any) -> None:
+        """One holder at a time; a stale token neither releases nor renews the lease."""
+        a = backend.lock("pm:1:t:f:x:L", ttl=5)
+        b = backend.lock("pm:1:t:f:x:L", ttl=5)
+        assert a.acquire() is True
+        assert b.acquire() is False
+        assert b.release() is False  # not the owner: deletes nothing
+        assert b.renew() is False
+        assert a.renew() is True
+        assert a.release() is True
+        assert b.acquire() is True
+        assert a.release() is False  # a's lease is gone; b's stays intact
+        assert backend.lock("pm:1:t:f:x:L", ttl=5).acquire() is False
+        assert b.release() is True
+
+    def test_lock_expires(self, backend: Any) -> None:
+        """A lease that is not renewed lapses after its TTL (a dead holder never blocks forever)."""
+        a = backend.lock("pm:1:t:f:x:E", ttl=0.3)
+        assert a.acquire()
+        b = backend.lock("pm:1:t:f:x:E", ttl=5)
+        assert _wait_until(b.acquire, timeout=5)
+        assert b.release()
+
+    def test_lock_does_not_touch_entry(self, backend: Any) -> None:
+        """A lock on a key never hides or replaces the key's value."""
+        backend.set("pm:1:t:f:x:V", b"value", ttl=None)
+        lk = backend.lock("pm:1:t:f:x:V", ttl=5)
+        assert lk.acquire()
+        assert backend.get("pm:1:t:f:x:V") == b"value"
+        lk.release()
+        assert backend.get("pm:1:t:f:x:V") == b"value"
+
+    def test_acquire_and_get_then_set_and_release(self, backend: Any) -> None:
+        """The miss-path composites: acquire+re-check, then store+release."""
+        lk = backend.lock("pm:1:t:f:x:C", ttl=5)
+        acquired, value = backend.acquire_and_get(lk, "pm:1:t:f:x:C")
+        assert acquired is True and value is MISSING
+        other = backend.lock("pm:1:t:f:x:C", ttl=5)
+        assert backend.acquire_and_get(other, "pm:1:t:f:x:C") == (False, MISSING)
+        backend.set_and_release("pm:1:t:f:x:C", b"done", ttl=None, lock=lk)
+        assert backend.get("pm:1:t:f:x:C") == b"done"
+        acquired, value = backend.acquire_and_get(other, "pm:1:t:f:x:C")
+        assert acquired is True and value == b"done"
+        assert other.release()
+
+    def test_async_twins(self, backend: Any) -> None:
+        """The async methods see the same data as the sync ones."""
+
+        async def scenario() -> None:
+            await backend.aset("pm:1:t:f:x:A", b"async", ttl=None)
+            assert backend.get("pm:1:t:f:x:A") == b"async"
+            assert await backend.aget("pm:1:t:f:x:A") == b"async"
+            assert await backend.aget_many(["pm:1:t:f:x:A", "pm:1:t:f:x:no"]) == [
+                b"async", MISSING]
+            lk = backend.lock("pm:1:t:f:x:AL", ttl=5)
+            acquired, value = await backend.aacquire_and_get(lk, "pm:1:t:f:x:AL")
+            assert acquired and value is MISSING
+            await backend.aset_and_release("pm:1:t:f:x:AL", b"v", ttl=None, lock=lk)
+            assert backend.lock("pm:1:t:f:x:AL", ttl=5).acquire()
+            assert await backend.adelete("pm:1:t:f:x:A") is True
+
+        asyncio.run(scenario())
