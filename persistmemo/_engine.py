@@ -185,14 +185,16 @@ class Engine:
         try:
             return self.codec.decode(raw, key=key).value  # type: ignore[arg-type]
         except DecodeError as exc:
-            if recheck:
-                return MISSING
-            self.stats.decode_failures += 1
-            self.cache.stats.decode_failures += 1
-            reason = str(exc).split(":", 1)[0]
-            self._warn_once("decode:" + reason, "persistmemo: stored entry for %s could not be "
-                            "used (%s); recomputing", self.keys.identity, exc)
+            if not recheck:
+                self._decode_failed(exc)
             return MISSING
+
+    def _decode_failed(self, exc: DecodeError) -> None:
+        self.stats.decode_failures += 1
+        self.cache.stats.decode_failures += 1
+        reason = str(exc).split(":", 1)[0]
+        self._warn_once("decode:" + reason, "persistmemo: stored entry for %s could not be "
+                        "used (%s); recomputing", self.keys.identity, exc)
 
     def encode(self, value: Any, key: str, duration: float) -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
@@ -222,7 +224,10 @@ class Engine:
 
     # -- sync path -----------------------------------------------------------------------------
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Return ``func(*args, **kwargs)``, from the cache when possible."""
+        """Return ``func(*args, **kwargs)``, from the cache when possible.
+
+        This is the hit path, the hottest code in the library: keep it flat.
+        """
         try:
             key = self.keys(args, kwargs)
         except KeyEncodingError:
@@ -230,16 +235,23 @@ class Engine:
         except TypeError:
             return self.func(*args, **kwargs)  # does not bind: let Python raise its own error
         cache = self.cache
-        if cache.available():
+        if not cache._down_until or cache.available():
             try:
-                value = self.decode(cache.backend.get(key), key)
+                raw = (cache._backend or cache.backend).get(key)
             except BackendError as exc:
                 cache.backend_failed(exc)
             else:
                 if cache._down_until:
                     cache.backend_ok()
-                if value is not MISSING:
-                    return self.hit(value)
+                if raw is not MISSING:
+                    try:
+                        value = self.codec.decode(raw, key=key).value  # type: ignore[arg-type]
+                    except DecodeError as exc:
+                        self._decode_failed(exc)
+                    else:
+                        self.stats.hits += 1
+                        cache.stats.hits += 1
+                        return value
         return self.compute(key, args, kwargs)
 
     def compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

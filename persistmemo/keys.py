@@ -510,6 +510,7 @@ class KeyBuilder:
             p.default for p in params if p.default is not p.empty
         )
         self._first_default = self._n - len(self._defaults)
+        self._memo: dict[tuple[Any, ...], str] = {}
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Return the key-relevant argument values in signature order (defaults applied).
@@ -549,6 +550,31 @@ class KeyBuilder:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Return the key string of ``func(*args, **kwargs)``."""
+        if not kwargs and self.custom_key is None:
+            # Memo of recent keys for calls whose arguments are all immutable scalars of exact
+            # types whose equality is identity of value (no float: -0.0 == 0.0; types are part
+            # of the memo key: 1, True differ). Same arguments -> same key, so this is exact.
+            for a in args:
+                t = type(a)
+                if t is int:
+                    if a.bit_length() > 64:
+                        break
+                elif t is str or t is bytes:
+                    if len(a) > 128:  # the memo must stay small: no big arguments in it
+                        break
+                elif t is not bool and a is not None:
+                    break
+            else:
+                mk = (*map(type, args), *args)
+                cached = self._memo.get(mk)
+                if cached is None:
+                    if len(self._memo) >= _MEMO_SIZE:
+                        self._memo.clear()
+                    cached = self._memo[mk] = self._key(args, kwargs)
+                return cached
+        return self._key(args, kwargs)
+
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self.custom_key is not None:
             data = self._encode_call((self.custom_key(*args, **kwargs),), ("key=",))
         else:
@@ -570,3 +596,4 @@ class KeyBuilder:
 
 
 _SCALARS = frozenset({int, str, float, bool, type(None), bytes})
+_MEMO_SIZE = 4096

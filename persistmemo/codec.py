@@ -1,0 +1,904 @@
+"""Value <-> bytes: a versioned, verified envelope around msgpack (default) or signed pickle.
+
+Every stored value is one ``bytes`` object (the byte-by-byte layout is in ``docs/codec.md``)::
+
+    header  struct ">2sBBddI": b"PM", format version (1), codec id, created, duration, meta length
+    check   16-byte BLAKE3 digest (msgpack) or 32-byte HMAC-SHA256 (pickle) over
+            key (UTF-8) + b"\\0" + header + meta + payload
+    meta    opaque bytes for the caller (not decoded on the hit path)
+    payload the serializer's bytes
+
+The reader trusts nothing it reads: the codec id must equal the configured serializer's id and the
+check must verify *before* any byte of the payload reaches a decoder, so a planted pickle is never
+unpickled. Anything that does not verify or decode raises :class:`DecodeError`.
+
+Example::
+
+    >>> codec = Codec()
+    >>> blob = codec.encode((1, "a"), key="pm:demo", created=0.0, duration=0.5)
+    >>> codec.decode(blob, key="pm:demo").value
+    (1, 'a')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import pickle
+import struct
+import sys
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import blake3 as _blake3
+import msgpack
+
+from .errors import ConfigurationError, DecodeError, SerializationError
+
+__all__ = [
+    "Codec",
+    "Entry",
+    "EntryInfo",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "get_serializer",
+]
+
+MAGIC = b"PM"
+FORMAT_VERSION = 1
+MSGPACK_CODEC_ID = 1
+PICKLE_CODEC_ID = 2
+PICKLE_PROTOCOL = 5  # pinned, not HIGHEST_PROTOCOL: the bytes must not change with Python
+
+HEADER = struct.Struct(">2sBBddI")  # 24 bytes
+_HEADER_TAIL = struct.Struct(">ddI")  # the header after magic, version and codec id
+BLAKE3_CHECK_SIZE = 16
+HMAC_CHECK_SIZE = 32
+# Hash small envelopes from one concatenated buffer (one call into the hasher), big ones piecewise
+# from memoryviews so the payload is never copied just to be hashed.
+_SMALL = 64 * 1024
+_THREADED = 1 << 20  # BLAKE3 with max_threads=AUTO from here: ~8 GB/s vs ~4.6 single-threaded
+
+# ---- msgpack extension codes. Persisted: never renumber, only add. Table in docs/codec.md. ----
+# Markers (1-15): an empty ext that is the first element of an array; the rest are the items.
+EXT_TUPLE = 1
+EXT_SET = 2
+EXT_FROZENSET = 3
+EXT_ORDEREDDICT = 4  # [marker, {map}]
+EXT_FRACTION = 5  # [marker, numerator, denominator]
+# Leaves (16-31 standard library, 32-47 numpy): the ext data is the whole value.
+EXT_BIGINT = 16
+EXT_BYTEARRAY = 17
+EXT_COMPLEX = 18
+EXT_DECIMAL = 19
+EXT_DATETIME = 20
+EXT_DATE = 21
+EXT_TIME = 22
+EXT_TIMEDELTA = 23
+EXT_UUID = 24
+EXT_PATH = 25
+EXT_NDARRAY = 32
+EXT_NPSCALAR = 33
+
+# A payload that starts with 0xC1 (the one byte msgpack never emits) carries out-of-band buffers:
+# 0xC1, u64 body length, msgpack body, then the raw array buffers back to back.
+_OOB_TAG = 0xC1
+_OOB_HEAD = struct.Struct(">BQ")
+_MAX_DEPTH = 511  # msgpack's own packer nesting limit; the unpacker allows 1024
+
+_U8 = struct.Struct(">B")
+_I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_COMPLEX = struct.Struct(">dd")
+_DATE = struct.Struct(">HBB")
+_DATETIME = struct.Struct(">HBBBBBIB")  # y, m, d, H, M, S, us, fold; then the tz section
+_TIME = struct.Struct(">BBBIB")  # H, M, S, us, fold; then the tz section
+_TIMEDELTA = struct.Struct(">iii")  # days, seconds, microseconds
+_TZ_FIXED, _TZ_NAMED, _TZ_ZONEINFO = 1, 2, 3
+_ONE_US = _dt.timedelta(microseconds=1)
+_PATH_TYPES: tuple[type[PurePath], ...] = (PurePosixPath, PureWindowsPath, PosixPath, WindowsPath)
+_NUMPY_KINDS = frozenset("biufcmMSU")  # bool, ints, floats, complex, timedelta/datetime64, S, U
+
+
+class Entry(NamedTuple):
+    """A decoded, verified cache entry."""
+
+    value: Any
+    created: float  # unix time when stored
+    duration: float  # seconds the function took
+    meta: bytes  # opaque caller metadata, returned undecoded
+
+
+class EntryInfo(NamedTuple):
+    """What :meth:`Codec.peek` reads from a header, without verifying or decoding the payload."""
+
+    format_version: int
+    codec: str
+    created: float
+    duration: float
+    size: int  # length of the whole stored blob
+    meta: bytes
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns a value into payload bytes and back; the :class:`Codec` adds envelope and check."""
+
+    name: str
+    codec_id: int
+
+    def dumps(self, value: Any) -> bytes:
+        """Return the payload for ``value``; raise :class:`SerializationError` if unsupported."""
+        ...
+
+    def loads(self, data: bytes | memoryview) -> Any:
+        """Rebuild a value; any exception is turned into :class:`DecodeError` by the codec."""
+        ...
+
+
+def _qualname(tp: type) -> str:
+    """Return ``module.QualName`` for error messages."""
+    module = getattr(tp, "__module__", None)
+    name = getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp))
+    return name if module in (None, "builtins") else f"{module}.{name}"
+
+
+def _unsupported(value: object, what: str = "") -> SerializationError:
+    """Build the error for a value the msgpack serializer cannot encode."""
+    detail = f" ({what})" if what else ""
+    return SerializationError(
+        f"cannot encode a value of type {_qualname(type(value))}{detail} with the msgpack "
+        "serializer: use serializer='pickle' with a secret, or return a supported type"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# msgpack: encoding
+# ------------------------------------------------------------------------------------------------
+
+
+def _ext(code: int, data: bytes) -> Any:
+    return msgpack.ExtType(code, data)
+
+
+_M_TUPLE, _M_SET, _M_FROZENSET, _M_ODICT, _M_FRACTION = (
+    _ext(c, b"") for c in (EXT_TUPLE, EXT_SET, EXT_FROZENSET, EXT_ORDEREDDICT, EXT_FRACTION)
+)
+
+
+def _encode_tz(tz: _dt.tzinfo | None) -> bytes:
+    """Encode a tzinfo as the trailing section of a datetime/time ext (empty when naive)."""
+    if tz is None:
+        return b""
+    if type(tz) is _dt.timezone:
+        offset = tz.utcoffset(None) or _dt.timedelta(0)
+        micros = _I64.pack(offset // _ONE_US)
+        name = tz.tzname(None) or ""
+        if name == _dt.timezone(offset).tzname(None):
+            return bytes((_TZ_FIXED,)) + micros
+        return bytes((_TZ_NAMED,)) + micros + name.encode("utf-8", "surrogatepass")
+    zoneinfo = sys.modules.get("zoneinfo")
+    if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo:
+        if tz.key is None:
+            raise _unsupported(tz, "a ZoneInfo built from a file has no key to store")
+        return bytes((_TZ_ZONEINFO,)) + tz.key.encode("utf-8", "surrogatepass")
+    raise _unsupported(tz, "only datetime.timezone and zoneinfo.ZoneInfo are stored")
+
+
+def _e_datetime(v: _dt.datetime) -> Any:
+    head = _DATETIME.pack(
+        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold
+    )
+    return _ext(EXT_DATETIME, head + _encode_tz(v.tzinfo))
+
+
+def _e_time(v: _dt.time) -> Any:
+    head = _TIME.pack(v.hour, v.minute, v.second, v.microsecond, v.fold)
+    return _ext(EXT_TIME, head + _encode_tz(v.tzinfo))
+
+
+def _e_bigint(v: int) -> Any:
+    # Only ints outside [-2**63, 2**64) reach here: two's complement, big-endian, minimal length.
+    return _ext(EXT_BIGINT, v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True))
+
+
+def _e_path(v: PurePath) -> Any:
+    flavour = _PATH_TYPES.index(type(v))
+    return _ext(EXT_PATH, bytes((flavour,)) + str(v).encode("utf-8", "surrogatepass"))
+
+
+# Items a tuple/set/frozenset may hold to use the compact form (msgpack packs them natively).
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _collection(code: int, marker: Any) -> Callable[[Any], Any]:
+    """Build the encoder for tuple, set or frozenset (compact form when every item is scalar)."""
+
+    def encode(value: Any) -> Any:
+        if _SCALARS.issuperset(map(type, value)):
+            # Compact form: one ext holding a msgpack array, decoded by one more unpackb and no
+            # per-item hook, so ``(1, "a")`` reads about as fast as ``[1, "a"]``.
+            packer = msgpack.Packer(use_bin_type=True, strict_types=True, buf_size=256)
+            try:
+                return _ext(code, packer.pack(list(value)))
+            except (OverflowError, UnicodeEncodeError):  # big int, lone surrogate: general form
+                pass
+        return [marker, *value]
+
+    return encode
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    tuple: _collection(EXT_TUPLE, _M_TUPLE),
+    set: _collection(EXT_SET, _M_SET),
+    frozenset: _collection(EXT_FROZENSET, _M_FROZENSET),
+    OrderedDict: lambda v: [_M_ODICT, dict(v)],
+    Fraction: lambda v: [_M_FRACTION, v.numerator, v.denominator],
+    int: _e_bigint,
+    bytearray: lambda v: _ext(EXT_BYTEARRAY, bytes(v)),
+    complex: lambda v: _ext(EXT_COMPLEX, _COMPLEX.pack(v.real, v.imag)),
+    Decimal: lambda v: _ext(EXT_DECIMAL, str(v).encode("ascii")),
+    _dt.datetime: _e_datetime,
+    _dt.date: lambda v: _ext(EXT_DATE, _DATE.pack(v.year, v.month, v.day)),
+    _dt.time: _e_time,
+    _dt.timedelta: lambda v: _ext(EXT_TIMEDELTA, _TIMEDELTA.pack(v.days, v.seconds, v.microseconds)),
+    uuid.UUID: lambda v: _ext(EXT_UUID, v.bytes),
+    **dict.fromkeys(_PATH_TYPES, _e_path),
+}
+
+# msgpack packs these natively, even with strict_types, so ``default`` never sees them: bytearray
+# and memoryview would come back as bytes, ExtType/Timestamp as whatever their code decodes to.
+_NATIVE_WRONG = (bytearray, memoryview, msgpack.ExtType, msgpack.Timestamp)
+_CONTAINERS = (list, tuple, set, frozenset, dict, OrderedDict)
+_SCAN = frozenset(_NATIVE_WRONG + _CONTAINERS)
+
+
+def _prepare(value: Any, depth: int = 0) -> Any:
+    """Return ``value`` with every bytearray made an ext; refuse memoryview and msgpack types.
+
+    Copy on write: containers are rebuilt only along the path to a bytearray. The scan is one
+    ``set(map(type, ...))`` per container (about the cost of packing it) and plain loops, so
+    each nesting level costs one Python frame.
+    """
+    tp = type(value)
+    if tp is bytearray:
+        return _ENCODERS[bytearray](value)
+    if tp in _NATIVE_WRONG:
+        raise _unsupported(value)
+    if tp is dict or tp is OrderedDict:
+        types = set(map(type, value))
+        types.update(map(type, value.values()))
+        if _SCAN.isdisjoint(types):
+            return value
+        if depth >= _MAX_DEPTH:
+            raise SerializationError(f"value is nested deeper than {_MAX_DEPTH} levels")
+        changed = False
+        pairs = []
+        for k, v in value.items():
+            new_k, new_v = _prepare(k, depth + 1), _prepare(v, depth + 1)
+            changed = changed or new_k is not k or new_v is not v
+            pairs.append((new_k, new_v))
+        return tp(pairs) if changed else value
+    if tp in _CONTAINERS:
+        if _SCAN.isdisjoint(set(map(type, value))):
+            return value
+        if depth >= _MAX_DEPTH:
+            raise SerializationError(f"value is nested deeper than {_MAX_DEPTH} levels")
+        changed = False
+        items = []
+        for item in value:
+            new = _prepare(item, depth + 1)
+            changed = changed or new is not item
+            items.append(new)
+        return (items if tp is list else tp(items)) if changed else value
+    return value
+
+
+def _numpy() -> Any:
+    """Import numpy on first use only (``import persistmemo.codec`` must not pay for it)."""
+    import numpy
+
+    return numpy
+
+
+def _checked_dtype(np: Any, spec: str) -> Any:
+    dtype = np.dtype(spec)
+    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.str != spec:
+        raise ValueError(f"refusing numpy dtype {spec!r}")
+    return dtype
+
+
+class _Packing:
+    """Per-call packing state: the out-of-band array buffers collected by ``default``."""
+
+    __slots__ = ("buffers", "size")
+
+    def __init__(self) -> None:
+        self.buffers: list[memoryview] = []
+        self.size = 0
+
+    def default(self, value: Any) -> Any:
+        encoder = _ENCODERS.get(type(value))
+        if encoder is not None:
+            return encoder(value)
+        if type(value).__module__ == "numpy":
+            return self._numpy(value)
+        raise _unsupported(value)
+
+    def _numpy(self, value: Any) -> Any:
+        np = sys.modules["numpy"]
+        is_array = type(value) is np.ndarray  # subclasses (np.matrix, ...) are refused
+        if not is_array and not isinstance(value, np.generic):
+            raise _unsupported(value)
+        dtype = value.dtype
+        if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None:
+            raise _unsupported(value, f"numpy dtype {dtype}")
+        spec = dtype.str.encode("ascii")
+        if not is_array:  # a numpy scalar: np.float32, np.bool_, np.str_, np.datetime64, ...
+            return _ext(EXT_NPSCALAR, bytes((len(spec),)) + spec + value.tobytes())
+        if not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)
+        # The buffer travels after the msgpack body (no copy here; one copy into the envelope).
+        head = bytes((len(spec),)) + spec + bytes((value.ndim,))
+        head += struct.pack(f">{value.ndim}QQ", *value.shape, self.size)
+        if value.nbytes:
+            self.buffers.append(memoryview(value.reshape(-1).view(np.uint8)))
+            self.size += value.nbytes
+        return _ext(EXT_NDARRAY, head)
+
+
+def _pack(value: Any, unicode_errors: str | None) -> list[bytes | memoryview]:
+    state = _Packing()
+    packer = msgpack.Packer(
+        default=state.default,
+        use_bin_type=True,
+        strict_types=True,
+        unicode_errors=unicode_errors,
+        buf_size=1024,  # the 256 KiB default costs a large malloc per call
+    )
+    body: bytes = packer.pack(value)
+    if not state.buffers:
+        return [body]
+    return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, *state.buffers]
+
+
+# ------------------------------------------------------------------------------------------------
+# msgpack: decoding
+# ------------------------------------------------------------------------------------------------
+
+
+class _Marker:
+    """Stands in for a container type until the enclosing array is finished."""
+
+    __slots__ = ("build", "code")
+
+    def __init__(self, code: int, build: Callable[[list[Any]], Any]) -> None:
+        self.code = code
+        self.build = build
+
+
+def _b_odict(items: list[Any]) -> Any:
+    if len(items) != 2 or type(items[1]) is not dict:
+        raise ValueError("malformed OrderedDict")
+    return OrderedDict(items[1])
+
+
+def _b_fraction(items: list[Any]) -> Any:
+    if len(items) != 3 or type(items[1]) is not int or type(items[2]) is not int:
+        raise ValueError("malformed Fraction")
+    return Fraction(items[1], items[2])
+
+
+_MARKERS: dict[int, _Marker] = {
+    EXT_TUPLE: _Marker(EXT_TUPLE, lambda items: tuple(items[1:])),
+    EXT_SET: _Marker(EXT_SET, lambda items: set(items[1:])),
+    EXT_FROZENSET: _Marker(EXT_FROZENSET, lambda items: frozenset(items[1:])),
+    EXT_ORDEREDDICT: _Marker(EXT_ORDEREDDICT, _b_odict),
+    EXT_FRACTION: _Marker(EXT_FRACTION, _b_fraction),
+}
+
+
+def _decode_tz(data: bytes, start: int) -> _dt.tzinfo | None:
+    if len(data) == start:
+        return None
+    tag = data[start]
+    if tag in (_TZ_FIXED, _TZ_NAMED):
+        (micros,) = _I64.unpack_from(data, start + 1)
+        offset = _dt.timedelta(microseconds=micros)
+        if tag == _TZ_FIXED:
+            if len(data) != start + 9:
+                raise ValueError("trailing bytes after timezone")
+            return _dt.timezone(offset)
+        return _dt.timezone(offset, data[start + 9 :].decode("utf-8", "surrogatepass"))
+    if tag == _TZ_ZONEINFO:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(data[start + 1 :].decode("utf-8", "surrogatepass"))
+    raise ValueError(f"unknown timezone tag {tag}")
+
+
+def _d_datetime(data: bytes) -> _dt.datetime:
+    year, month, day, hour, minute, second, micro, fold = _DATETIME.unpack_from(data)
+    tz = _decode_tz(data, _DATETIME.size)
+    return _dt.datetime(year, month, day, hour, minute, second, micro, tz, fold=fold)
+
+
+def _d_time(data: bytes) -> _dt.time:
+    hour, minute, second, micro, fold = _TIME.unpack_from(data)
+    return _dt.time(hour, minute, second, micro, _decode_tz(data, _TIME.size), fold=fold)
+
+
+def _d_path(data: bytes) -> PurePath:
+    return _PATH_TYPES[data[0]](data[1:].decode("utf-8", "surrogatepass"))
+
+
+def _d_npscalar(data: bytes) -> Any:
+    np = _numpy()
+    dtype = _checked_dtype(np, data[1 : 1 + data[0]].decode("ascii"))
+    raw = data[1 + data[0] :]
+    if len(raw) != dtype.itemsize:
+        raise ValueError("numpy scalar has the wrong size")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"unexpected msgpack ext code {code} in a compact collection")
+
+
+def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
+    """Build the decoder of a compact tuple/set/frozenset: its ext data is a msgpack array."""
+
+    def decode(data: bytes) -> Any:
+        items = msgpack.unpackb(data, raw=False, unicode_errors="surrogatepass", ext_hook=_no_ext)
+        if type(items) is not list:
+            raise ValueError("compact collection is not an array")
+        return build(items)
+
+    return decode
+
+
+_LEAVES: dict[int, Callable[[bytes], Any]] = {
+    EXT_TUPLE: _compact(tuple),  # non-empty data; an empty one is a marker (general form)
+    EXT_SET: _compact(set),
+    EXT_FROZENSET: _compact(frozenset),
+    EXT_BIGINT: lambda d: int.from_bytes(d, "big", signed=True),
+    EXT_BYTEARRAY: bytearray,
+    EXT_COMPLEX: lambda d: complex(*_COMPLEX.unpack(d)),
+    EXT_DECIMAL: lambda d: Decimal(d.decode("ascii")),
+    EXT_DATETIME: _d_datetime,
+    EXT_DATE: lambda d: _dt.date(*_DATE.unpack(d)),
+    EXT_TIME: _d_time,
+    EXT_TIMEDELTA: lambda d: _dt.timedelta(*_TIMEDELTA.unpack(d)),
+    EXT_UUID: lambda d: uuid.UUID(bytes=d),
+    EXT_PATH: _d_path,
+    EXT_NPSCALAR: _d_npscalar,
+}
+
+
+def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
+    np = _numpy()
+    pos = 1 + data[0]
+    dtype = _checked_dtype(np, data[1:pos].decode("ascii"))
+    ndim = data[pos]
+    shape_offset = struct.unpack_from(f">{ndim}QQ", data, pos + 1)
+    if pos + 1 + 8 * (ndim + 1) != len(data):
+        raise ValueError("malformed ndarray header")
+    shape, offset = shape_offset[:-1], shape_offset[-1]
+    count = 1
+    for dim in shape:
+        count *= dim
+    nbytes = count * dtype.itemsize
+    # Buffers are laid out in the order the arrays occur: every byte is used exactly once.
+    if offset != state[1] or offset + nbytes > (0 if region is None else len(region)):
+        raise ValueError("ndarray buffer out of place")
+    state[1] = offset + nbytes
+    if nbytes == 0:
+        return np.empty(shape, dtype=dtype)
+    flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
+
+
+def _leaf_hook(code: int, ext: bytes) -> Any:
+    """The ext hook when the payload holds no container marker and no out-of-band buffer."""
+    leaf = _LEAVES.get(code)
+    if leaf is not None:
+        return leaf(ext)
+    if code == EXT_NDARRAY:  # only empty arrays can occur without out-of-band buffers
+        return _d_ndarray(ext, None, [0, 0])
+    raise ValueError(f"unexpected msgpack ext code {code}")
+
+
+_EMPTY_EXT8 = b"\xc7\x00"  # how msgpack encodes an ext with no data, i.e. every marker
+
+
+def _unpack(data: bytes | memoryview) -> Any:
+    """Decode a msgpack payload (see docs/codec.md) with exact types."""
+    if type(data) is bytes and data.find(_EMPTY_EXT8) < 0 and data[:1] != b"\xc1":
+        # Fast path (ints, strs, lists, dicts...): no marker can occur, so no per-call state and
+        # no list_hook. A forged marker in a non-canonical ext16/ext32 reaches _leaf_hook: error.
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, unicode_errors="surrogatepass",
+            ext_hook=_leaf_hook,
+        )
+    if data[0] == _OOB_TAG:
+        _, body_len = _OOB_HEAD.unpack_from(data)
+        view = memoryview(data)
+        body_end = _OOB_HEAD.size + body_len
+        if body_end > len(view):
+            raise ValueError("body length exceeds payload")
+        body: bytes | memoryview = view[_OOB_HEAD.size : body_end]
+        region: memoryview | None = view[body_end:]
+    else:
+        body, region = data, None
+    # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
+    # Per-call closures, not shared state: hooks run Python code, so another thread may decode
+    # in between.
+    state = [0, 0]
+
+    def ext_hook(code: int, ext: bytes) -> Any:
+        if not ext:
+            marker = _MARKERS.get(code)
+            if marker is not None:
+                state[0] += 1
+                return marker
+        if code == EXT_NDARRAY:
+            return _d_ndarray(ext, region, state)
+        return _LEAVES[code](ext)
+
+    def list_hook(items: list[Any]) -> Any:
+        if items and type(items[0]) is _Marker:
+            state[0] -= 1
+            return items[0].build(items)
+        return items
+
+    value = msgpack.unpackb(
+        body,
+        raw=False,
+        strict_map_key=False,
+        unicode_errors="surrogatepass",
+        ext_hook=ext_hook,
+        list_hook=list_hook,
+    )
+    if state[0]:  # a marker outside first position leaked into the value: forged data
+        raise ValueError("misplaced container marker")
+    if state[1] != (0 if region is None else len(region)):
+        raise ValueError("unused out-of-band bytes")
+    return value
+
+
+class MsgpackSerializer:
+    """The default serializer: data only (it never executes code), with exact types.
+
+    Round-trips None, bool, int (any size), float, str, bytes, bytearray, list, tuple, dict (any
+    supported hashable keys), set, frozenset, OrderedDict, complex, Decimal, Fraction, the datetime
+    family (with ``timezone`` or ``ZoneInfo``), UUID, pathlib paths, and numpy arrays and scalars.
+    """
+
+    name: str = "msgpack"
+    codec_id: int = MSGPACK_CODEC_ID
+
+    def dumps_parts(self, value: Any) -> list[bytes | memoryview]:
+        """Return buffers whose concatenation is ``dumps(value)`` (arrays are not copied)."""
+        try:
+            prepared = _prepare(value)
+            try:
+                return _pack(prepared, None)
+            except UnicodeEncodeError:  # lone surrogates: legal in str, illegal in strict UTF-8
+                return _pack(prepared, "surrogatepass")
+        except SerializationError:
+            raise
+        except (ValueError, RecursionError, OverflowError, TypeError) as exc:
+            if "recursion" in str(exc) or isinstance(exc, RecursionError):
+                msg = f"value is nested deeper than {_MAX_DEPTH} levels"
+            else:
+                msg = f"cannot encode value of type {_qualname(type(value))}: {exc}"
+            raise SerializationError(msg) from exc
+
+    def dumps(self, value: Any) -> bytes:
+        """Return the msgpack payload for ``value``.
+
+        Raises:
+            SerializationError: a type outside the supported set, or nesting beyond 511 levels.
+        """
+        return b"".join(self.dumps_parts(value))
+
+    def loads(self, data: bytes | memoryview) -> Any:
+        """Rebuild a value from a payload produced by :meth:`dumps`."""
+        return _unpack(data)
+
+    def __repr__(self) -> str:
+        return "MsgpackSerializer()"
+
+
+# ------------------------------------------------------------------------------------------------
+# pickle, signed
+# ------------------------------------------------------------------------------------------------
+
+
+def _secret_bytes(secret: object, what: str) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, bytes) or not secret:
+        raise ConfigurationError(f"{what} must be a non-empty str or bytes")
+    return secret
+
+
+class PickleSerializer:
+    """Opt-in pickle: any picklable value, HMAC-SHA256 signed with ``secret``.
+
+    Only use it when everyone who can write to the store is trusted with code execution in every
+    reader; the signature makes sure nobody else's bytes are ever unpickled.
+
+    Args:
+        secret: signs new entries (and verifies them).
+        verify_keys: older secrets still accepted when reading, for key rotation.
+
+    Raises:
+        ConfigurationError: an empty or missing secret.
+    """
+
+    name: str = "pickle"
+    codec_id: int = PICKLE_CODEC_ID
+
+    def __init__(self, secret: bytes | str, *, verify_keys: Sequence[bytes | str] = ()) -> None:
+        if isinstance(verify_keys, (str, bytes)):
+            raise ConfigurationError("verify_keys must be a sequence of secrets, not one secret")
+        keys = [_secret_bytes(secret, "the pickle secret")]
+        keys += [_secret_bytes(k, "each verify key") for k in verify_keys]
+        self._keys: tuple[bytes, ...] = tuple(keys)
+
+    def dumps(self, value: Any) -> bytes:
+        """Return ``pickle.dumps(value, protocol=5)``.
+
+        Raises:
+            SerializationError: the value cannot be pickled.
+        """
+        try:
+            return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+        except Exception as exc:  # PicklingError, TypeError, AttributeError, RecursionError...
+            raise SerializationError(
+                f"cannot pickle a value of type {_qualname(type(value))}: {exc}"
+            ) from exc
+
+    def loads(self, data: bytes | memoryview) -> Any:
+        """Unpickle ``data``; the codec calls this only after the HMAC verified."""
+        return pickle.loads(data)
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"PickleSerializer(secret=<hidden>, verify_keys=<{len(self._keys) - 1} hidden>)"
+
+
+def get_serializer(
+    spec: str | Serializer | None = None,
+    *,
+    secret: bytes | str | None = None,
+    verify_keys: Sequence[bytes | str] = (),
+) -> Serializer:
+    """Resolve a ``serializer=`` option.
+
+    Args:
+        spec: ``None`` or ``"msgpack"`` (default), ``"pickle"``, or a :class:`Serializer`.
+        secret: required for ``"pickle"``; signs entries.
+        verify_keys: older pickle secrets still accepted when reading.
+
+    Raises:
+        ConfigurationError: ``"pickle"`` without a secret, or an unknown ``spec``.
+
+    Example::
+
+        >>> get_serializer().name
+        'msgpack'
+    """
+    if spec is None or spec == "msgpack":
+        return MsgpackSerializer()
+    if spec == "pickle":
+        if not secret:
+            raise ConfigurationError(
+                "serializer='pickle' needs a secret (pass secret=... or set PERSISTMEMO_SECRET): "
+                "entries are HMAC-signed so that bytes planted in the store are never unpickled"
+            )
+        return PickleSerializer(secret, verify_keys=verify_keys)
+    if not isinstance(spec, str) and isinstance(spec, Serializer):
+        return spec
+    raise ConfigurationError(
+        f"unknown serializer {spec!r}: expected 'msgpack', 'pickle' or a Serializer instance"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The envelope
+# ------------------------------------------------------------------------------------------------
+
+
+def _blake3_check(head: bytes, body: Sequence[bytes | memoryview], size: int) -> bytes:
+    """BLAKE3 over ``head`` then ``body``, truncated to 16 bytes."""
+    if size < _SMALL:
+        return _blake3.blake3(b"".join((head, *body))).digest(BLAKE3_CHECK_SIZE)
+    threads = _blake3.blake3.AUTO if size >= _THREADED else 1
+    hasher = _blake3.blake3(head, max_threads=threads)
+    for part in body:
+        hasher.update(part)
+    return hasher.digest(BLAKE3_CHECK_SIZE)
+
+
+class _HmacCheck:
+    """HMAC-SHA256 with the first key; verification accepts any key (rotation)."""
+
+    __slots__ = ("_templates",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        # Keyed templates, copied per call: skips re-deriving the padded keys every time.
+        self._templates = [hmac.new(k, digestmod=hashlib.sha256) for k in keys]
+
+    def _mac(self, template: Any, head: bytes, body: Sequence[bytes | memoryview]) -> bytes:
+        mac = template.copy()
+        mac.update(head)
+        for part in body:
+            mac.update(part)
+        digest: bytes = mac.digest()
+        return digest
+
+    def sign(self, head: bytes, body: Sequence[bytes | memoryview], size: int) -> bytes:
+        return self._mac(self._templates[0], head, body)
+
+    def verify(self, head: bytes, body: memoryview, check: bytes) -> bool:
+        return any(
+            hmac.compare_digest(self._mac(t, head, (body,)), check) for t in self._templates
+        )
+
+
+class Codec:
+    """Encode results into verified envelopes and decode them back.
+
+    Args:
+        serializer: a :class:`Serializer` (default :class:`MsgpackSerializer`). The reader uses
+            only this serializer: entries written with another codec id are a :class:`DecodeError`.
+
+    Raises:
+        ConfigurationError: a serializer whose ``codec_id`` is not in 1-255, or a custom
+            serializer claiming the pickle id 2.
+    """
+
+    __slots__ = ("_hmac", "_id", "_loads", "_name", "_parts", "_prefix", "_start")
+
+    def __init__(self, serializer: Serializer | None = None) -> None:
+        s: Serializer = MsgpackSerializer() if serializer is None else serializer
+        cid = getattr(s, "codec_id", None)
+        if type(cid) is not int or not 1 <= cid <= 255:
+            raise ConfigurationError(f"serializer codec_id must be an int in 1-255, got {cid!r}")
+        self._hmac: _HmacCheck | None = None
+        if isinstance(s, PickleSerializer):
+            self._hmac = _HmacCheck(s._keys)
+        elif cid == PICKLE_CODEC_ID:
+            # The check length is derived from the codec id (peek needs it), and id 2 means HMAC.
+            raise ConfigurationError("codec_id 2 is reserved for PickleSerializer")
+        self._id = cid
+        self._name = str(s.name)
+        self._start = HEADER.size + (HMAC_CHECK_SIZE if self._hmac else BLAKE3_CHECK_SIZE)
+        self._prefix = bytes((*MAGIC, FORMAT_VERSION, cid))
+        self._loads = s.loads
+        if isinstance(s, MsgpackSerializer):
+            self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
+        else:
+            dumps = s.dumps
+            self._parts = lambda value: (dumps(value),)
+
+    @property
+    def serializer_name(self) -> str:
+        """The configured serializer's name (``"msgpack"``, ``"pickle"``, ...)."""
+        return self._name
+
+    def encode(
+        self, value: Any, *, key: str, created: float, duration: float, meta: bytes = b""
+    ) -> bytes:
+        """Return the stored form of ``value`` under ``key``.
+
+        Raises:
+            SerializationError: the serializer cannot encode ``value`` (or ``key`` contains NUL).
+        """
+        key_head = _key_bytes(key, SerializationError)
+        parts = self._parts(value)
+        meta = bytes(meta)
+        if len(meta) > 0xFFFFFFFF:
+            raise SerializationError("meta is larger than 4 GiB")
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, self._id, created, duration, len(meta))
+        body = (meta, *parts)
+        size = len(meta) + sum(map(len, parts))  # memoryview parts are 1-D bytes
+        head = key_head + header
+        if self._hmac is not None:
+            check = self._hmac.sign(head, body, size)
+        else:
+            check = _blake3_check(head, body, size)
+        return b"".join((header, check, *body))
+
+    def decode(self, data: bytes, *, key: str) -> Entry:
+        """Verify ``data`` stored under ``key`` and return the :class:`Entry`.
+
+        Raises:
+            DecodeError: wrong magic, version or codec, bad lengths, failed check, or a payload
+                the serializer cannot decode. The payload reaches the serializer only after the
+                check verified.
+        """
+        # This is the cache-hit path: keep it flat (~1.5 us for a small value, mostly BLAKE3).
+        if type(data) is not bytes:
+            data = bytes(data)
+        if "\0" in key:
+            raise DecodeError("cache keys must not contain NUL")
+        head = key.encode("utf-8", "surrogatepass") + b"\0" + data[:24]
+        start = self._start
+        n = len(data)
+        if n < start or data[:4] != self._prefix:
+            raise self._bad_prefix(data)
+        created, duration, meta_len = _HEADER_TAIL.unpack_from(data, 4)
+        payload_start = start + meta_len
+        if payload_start > n:
+            raise DecodeError("stored entry is truncated (meta length exceeds the data)")
+        if self._hmac is not None:
+            ok = self._hmac.verify(head, memoryview(data)[start:], data[24:start])
+        elif n < _SMALL:
+            ok = _blake3.blake3(head + data[start:]).digest(16) == data[24:start]
+        else:
+            ok = _blake3_check(head, (memoryview(data)[start:],), n) == data[24:start]
+        if not ok:
+            raise DecodeError(
+                "integrity check failed: corrupt, truncated, or stored under another key"
+            )
+        try:
+            if n < _SMALL:
+                value = self._loads(data[payload_start:])
+            else:
+                value = self._loads(memoryview(data)[payload_start:])
+        except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
+            raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
+        return _new_entry(Entry, (value, created, duration, data[start:payload_start]))
+
+    def peek(self, data: bytes) -> EntryInfo:
+        """Read the header and meta of ``data`` without verifying or decoding the payload.
+
+        Raises:
+            DecodeError: not an envelope, an unknown format version, or truncated before the meta.
+        """
+        n = len(data)
+        if n < HEADER.size or bytes(data[:2]) != MAGIC:
+            raise DecodeError("not a persistmemo entry")
+        _, version, cid, created, duration, meta_len = HEADER.unpack_from(data)
+        if version != FORMAT_VERSION:
+            raise DecodeError(f"unsupported format version {version}")
+        start = HEADER.size + (HMAC_CHECK_SIZE if cid == PICKLE_CODEC_ID else BLAKE3_CHECK_SIZE)
+        if start + meta_len > n:
+            raise DecodeError("stored entry is truncated")
+        names = {MSGPACK_CODEC_ID: "msgpack", PICKLE_CODEC_ID: "pickle", self._id: self._name}
+        codec = names.get(cid, f"codec-{cid}")
+        return EntryInfo(version, codec, created, duration, n, bytes(data[start : start + meta_len]))
+
+    def _bad_prefix(self, data: bytes) -> DecodeError:
+        if len(data) < 4 or data[:2] != MAGIC:
+            return DecodeError("not a persistmemo entry (bad magic or too short)")
+        if data[2] != FORMAT_VERSION:
+            return DecodeError(f"unsupported format version {data[2]}")
+        if data[3] != self._id:
+            return DecodeError(
+                f"entry was written with codec id {data[3]}, this reader only accepts "
+                f"{self._id} ({self._name})"
+            )
+        return DecodeError("stored entry is truncated")
+
+    def __repr__(self) -> str:
+        return f"Codec({self._name})"
+
+
+_new_entry = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hit path
+
+
+def _key_bytes(key: str, error: type[Exception]) -> bytes:
+    """Return the key as hashed: UTF-8 (surrogates passed through) and a NUL terminator."""
+    if "\0" in key:  # keeps key + b"\0" + header unambiguous
+        raise error("cache keys must not contain NUL")
+    return key.encode("utf-8", "surrogatepass") + b"\0"
