@@ -32,7 +32,6 @@ from persistmemo.errors import (
 from persistmemo.keys import register_key_encoder
 
 
-
 def __getattr__(name: str) -> str:
     # __version__ comes from the installed metadata, read lazily (importlib.metadata is slow).
     if name == "__version__":

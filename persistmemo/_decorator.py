@@ -6,7 +6,6 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-
 from persistmemo._engine import CacheInfo, Engine
 from persistmemo.backends.base import MISSING
 from persistmemo.config import seconds
@@ -39,7 +38,7 @@ class _MemoizedBase(Generic[P, R]):
         if unknown:
             raise ConfigurationError(
                 f"unknown memoize option(s) {sorted(unknown)!r}; known: {sorted(_OPTIONS)!r}")
-        functools.update_wrapper(self, func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
         self._cache = cache  # None: the default cache, resolved at the first call
         self._options = options
         namespace = options.get("namespace") or (cache.namespace if cache else "default")
@@ -211,7 +210,7 @@ class _Bound:
         self._obj = obj
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._m(self._obj, *args, **kwargs)  # type: ignore[call-arg]
+        return self._m(self._obj, *args, **kwargs)  # type: ignore[operator]
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._m, name)

@@ -63,14 +63,12 @@ class Stats:
     __slots__ = CacheInfo._fields
 
     def __init__(self) -> None:
-        for f in CacheInfo._fields:
-            setattr(self, f, 0)
+        self.hits = self.misses = self.stores = self.errors = 0
+        self.decode_failures = self.lock_waits = self.lock_timeouts = 0
 
     def snapshot(self) -> CacheInfo:
+        """Return the counters as an immutable :class:`CacheInfo`."""
         return CacheInfo(*(getattr(self, f) for f in CacheInfo._fields))
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
 
 
 class _Flight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     codec = Codec()
     shown = 0
     for key in backend.keys(_prefix(args.namespace)):
-        ns, func, _ = _split(key)
+        _, func, _ = _split(key)
         if args.function and args.function not in func:
             continue
         raw = backend.get(key)
@@ -73,10 +74,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             continue
         count[ns, func] += 1
         size[ns, func] += len(raw)
-        try:
+        with contextlib.suppress(Exception):
             saved[ns, func] += codec.peek(raw).duration
-        except Exception:
-            pass
     print(f"store: {backend!r}")
     print(f"{'entries':>8} {'bytes':>12} {'compute s':>10}  namespace:function")
     for ns, func in sorted(count):

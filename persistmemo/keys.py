@@ -88,7 +88,7 @@ def _text(s: str) -> bytes:
 
 # -- the canonical encoder ------------------------------------------------------------------
 # Each value is a one-byte type tag followed by a self-delimiting body, so a concatenation of
-# encodings is unambiguous and ``1``, ``1.0``, ``True``, ``"1"``, ``b"1"``, ``(1,)``, ``[1]`` differ.
+# encodings is unambiguous: ``1``, ``1.0``, ``True``, ``"1"``, ``b"1"``, ``(1,)``, ``[1]`` differ.
 
 
 def _enc_int(v: int, out: bytearray, depth: int) -> None:
@@ -205,8 +205,8 @@ def _enc_tz(tz: _dt.tzinfo | None, ref: Any, out: bytearray) -> None:
     else:
         key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
         if not isinstance(key, str):
-            raise _Unencodable(tz, "only datetime.timezone and zoneinfo.ZoneInfo tzinfo are "
-                               "supported")
+            raise _Unencodable(
+                tz, "only datetime.timezone and zoneinfo.ZoneInfo tzinfo are supported")
         out += b"Z" + _text(_qualname(type(tz))) + _text(key)
 
 

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import make_backend
 
 import persistmemo
 from persistmemo import Cache, KeyEncodingError, UncacheableResultWarning, memoize
 from persistmemo.errors import ConfigurationError
-
-from conftest import make_backend
 
 
 @pytest.fixture(params=["memory", "disk", "redis"])
@@ -133,7 +132,7 @@ def test_numpy_results_round_trip(cache: Cache) -> None:
     def arr(n: int) -> Any:
         return (np.arange(n, dtype=np.float32).reshape(2, -1), np.int16(7))
 
-    a1, s1 = arr(6)
+    a1, _ = arr(6)
     a2, s2 = arr(6)
     assert arr.cache_info().hits == 1
     assert a2.dtype == np.float32 and a2.shape == (2, 3) and np.array_equal(a1, a2)
@@ -178,7 +177,7 @@ def test_exceptions_propagate_and_are_not_cached(cache: Cache) -> None:
 def test_cache_key_invalidate_refresh_and_clear(cache: Cache) -> None:
     """cache_key is stable, invalidate deletes one entry, refresh recomputes, cache_clear all."""
     f, calls = counted(cache)
-    g, gcalls = counted(cache)  # another function with the same code and name (other closure)
+    g, _ = counted(cache)  # another function with the same code and name (other closure)
     assert f.cache_key(1) == f.cache_key(a=1, b=0)
     assert f.cache_key(1).startswith("pm:1:")
     f(1), f(2), g(1)
@@ -268,7 +267,7 @@ def test_unkeyable_argument_raises_naming_parameter(cache: Cache) -> None:
 def test_bad_call_raises_pythons_own_type_error(cache: Cache) -> None:
     """A call that does not bind raises the function's own TypeError."""
     f, _ = counted(cache)
-    with pytest.raises(TypeError, match="unexpected keyword|got an unexpected"):
+    with pytest.raises(TypeError, match=r"unexpected keyword|got an unexpected"):
         f(1, c=3)
 
 
@@ -485,7 +484,8 @@ def test_results_survive_the_process_and_are_shared(tmp_path: Path) -> None:
 def test_editing_the_function_body_invalidates(tmp_path: Path) -> None:
     """Changing the body changes the fingerprint; comments alone do not."""
     env = {**os.environ, "PERSISTMEMO_URL": str(tmp_path / "edits")}
-    base = "import persistmemo\n@persistmemo.memoize\ndef g(x):\n    return x {op}\nprint(g(2), g.cache_info().misses)\n"
+    base = ("import persistmemo\n@persistmemo.memoize\ndef g(x):\n    return x {op}\n"
+            "print(g(2), g.cache_info().misses)\n")
     assert _run(base.format(op="+ 1"), env, tmp_path) == "3 1"
     assert _run(base.format(op="+ 1  # comment"), env, tmp_path) == "3 0"
     assert _run(base.format(op="+ 2"), env, tmp_path) == "4 1"

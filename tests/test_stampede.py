@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_backend
 
 from persistmemo import Cache
-
-from conftest import make_backend
 
 WORKER = str(Path(__file__).with_name("stampede_worker.py"))
 STORES = ["disk", "redis"]
@@ -174,7 +173,7 @@ def test_killed_lock_holder_is_taken_over_after_the_lease(kind: str,
     killed_at = time.monotonic()
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate(timeout=10)
-    out, err = waiter.communicate(timeout=30)
+    _, err = waiter.communicate(timeout=30)
     took = time.monotonic() - killed_at
     assert waiter.returncode == 0, err
     assert len(_executions(log)) == 2

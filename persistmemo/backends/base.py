@@ -13,13 +13,16 @@ store failures, never the driver's own exceptions: the engine turns those into f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["MISSING", "Backend", "BaseBackend", "BaseLock", "Lock", "Missing"]
 
 
-async def _to_thread(func: Any, *args: Any) -> Any:
+T = TypeVar("T")
+
+
+async def _to_thread(func: Callable[..., T], *args: Any) -> T:
     import asyncio  # imported lazily: asyncio alone costs ~30 ms at import time
 
     return await asyncio.to_thread(func, *args)

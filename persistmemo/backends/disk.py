@@ -8,6 +8,7 @@ anyone who can write the directory, and diskcache would unpickle a row marked ``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -153,10 +154,8 @@ class DiskBackend(BaseBackend):
                 old, self._cache = self._cache, None
                 if old is not None:
                     old.close()
-                    try:
+                    with contextlib.suppress(BackendError):
                         self._cache = self._quarantine_and_reopen(exc)
-                    except BackendError:
-                        pass
         return BackendError(f"disk cache {what} failed: {type(exc).__name__}: {exc}")
 
     # -- primitives ------------------------------------------------------------------------
@@ -183,7 +182,7 @@ class DiskBackend(BaseBackend):
 
     def _keys_in_range(self, prefix: str) -> list[str]:
         # The (key, raw) unique index makes a range scan cheap: no full-table iteration.
-        sql = self.cache._sql  # noqa: SLF001 - diskcache exposes no prefix query
+        sql = self.cache._sql
         if prefix:
             rows = sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
                        (prefix, prefix + "\U0010ffff")).fetchall()
