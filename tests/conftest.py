@@ -10,6 +10,7 @@ import pytest
 
 # Real redis-server / Redis Cluster processes on free loopback ports (see _redis_fixtures.py).
 from _redis_fixtures import (  # noqa: F401  (re-exported fixtures)
+    fresh_redis,
     redis_cluster_url,
     redis_server,
     redis_url,
@@ -26,6 +27,9 @@ def _isolated_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("PERSISTMEMO_URL", raising=False)
     yield
+    from persistmemo._cache import set_default_cache
+
+    set_default_cache(None)
 
 
 def make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> BaseBackend:

@@ -27,7 +27,7 @@ from persistmemo import Cache, KeyEncodingError, UncacheableResultWarning, memoi
 from persistmemo.errors import ConfigurationError
 
 
-@pytest.fixture(params=["memory", "disk", "redis"])
+@pytest.fixture(params=["memory", "disk", "redis", "cluster"])
 def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A Cache on every backend kind, empty."""
     backend = make_backend(request.param, request, tmp_path)
