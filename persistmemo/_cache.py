@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from persistmemo.backends.base import Backend
 from persistmemo.config import resolve_backend, seconds
@@ -15,6 +15,7 @@ from persistmemo.errors import BackendError, ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
+    from persistmemo._decorator import AsyncMemoized, Memoized, _Decorator
     from persistmemo._engine import CacheInfo
     from persistmemo.codec import Codec, Serializer
 
@@ -26,7 +27,8 @@ def _log() -> Any:
     import logging  # lazily: logging costs ~5 ms of `import persistmemo`
 
     return logging.getLogger("persistmemo")
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 _NAMESPACE_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -95,7 +97,9 @@ class Cache:
         self.lock_wait = seconds(lock_wait, "lock_wait")
         self.fail_open = bool(fail_open)
         self.backoff = seconds(backoff, "backoff") or 0.0
-        self.codec = make_codec(serializer, secret, verify_keys)
+        self._secret = secret
+        self._verify_keys = tuple(verify_keys)
+        self.codec = make_codec(serializer, secret, self._verify_keys)
         self.stats = Stats()
         self._location = location
         self._backend_options = backend_options
@@ -144,7 +148,10 @@ class Cache:
 
     # -- decorating --------------------------------------------------------------------------
     @overload
-    def memoize(self, func: F, /) -> F: ...
+    def memoize(self, func: Callable[P, Awaitable[R]], /) -> AsyncMemoized[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def memoize(self, func: Callable[P, R], /) -> Memoized[P, R]: ...
 
     @overload
     def memoize(
@@ -161,7 +168,7 @@ class Cache:
         lock: bool | None = ...,
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
-    ) -> Callable[[F], F]: ...
+    ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:
         """Decorate a function (sync or async) so its results are stored in this cache.

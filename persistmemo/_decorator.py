@@ -65,7 +65,7 @@ class _MemoizedBase(Generic[P, R]):
             else cache.lock_wait,
         )
         if o.get("serializer") is not None:
-            engine.codec = make_codec(o["serializer"], None)
+            engine.codec = make_codec(o["serializer"], cache._secret, cache._verify_keys)
         self._engine = engine
         return engine
 
@@ -221,10 +221,19 @@ class _Bound:
 
 def wrap(cache: Cache | None, func: Callable[..., Any], **options: Any) -> Any:
     """Wrap ``func`` in the right memoized class for it."""
+    import inspect
+
     if isinstance(func, (staticmethod, classmethod)):
         raise ConfigurationError(
             "put @memoize below @staticmethod/@classmethod (decorate the plain function)")
-    import inspect
+    if not (inspect.isfunction(func) or inspect.ismethod(func)):
+        raise ConfigurationError(
+            f"memoize() needs a function, got {type(func).__name__}: wrap the callable in a "
+            f"def (its identity and code fingerprint come from the function)")
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise ConfigurationError(
+            f"memoize() cannot cache generator function {func.__qualname__}(): its result is "
+            f"a one-shot iterator; return a list instead")
 
     if inspect.iscoroutinefunction(func):
         return _async_function(AsyncMemoized(cache, func, options), func)

@@ -456,7 +456,9 @@ def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
     """Build the decoder of a compact tuple/set/frozenset: its ext data is a msgpack array."""
 
     def decode(data: bytes) -> Any:
-        items = msgpack.unpackb(data, raw=False, unicode_errors="surrogatepass", ext_hook=_no_ext)
+        items = msgpack.unpackb(
+            data, raw=False, unicode_errors="surrogatepass", timestamp=3, ext_hook=_no_ext
+        )
         if type(items) is not list:
             raise ValueError("compact collection is not an array")
         return build(items)
@@ -524,7 +526,11 @@ def _unpack(data: bytes | memoryview) -> Any:
         # Fast path (ints, strs, lists, dicts...): no marker can occur, so no per-call state and
         # no list_hook. A forged marker in a non-canonical ext16/ext32 reaches _leaf_hook: error.
         return msgpack.unpackb(
-            data, raw=False, strict_map_key=False, unicode_errors="surrogatepass",
+            data,
+            raw=False,
+            strict_map_key=False,
+            unicode_errors="surrogatepass",
+            timestamp=3,
             ext_hook=_leaf_hook,
         )
     if data[0] == _OOB_TAG:
@@ -563,6 +569,7 @@ def _unpack(data: bytes | memoryview) -> Any:
         raw=False,
         strict_map_key=False,
         unicode_errors="surrogatepass",
+        timestamp=3,
         ext_hook=ext_hook,
         list_hook=list_hook,
     )

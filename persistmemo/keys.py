@@ -446,6 +446,9 @@ def code_fingerprint(func: Callable[..., Any]) -> str:
             return "nocode"
         doc = target.__doc__
         text = "code:" + _code_dump(code) + "|doc" * (doc is not None)
+    if getattr(target, "__name__", "") == "<lambda>" and hasattr(target, "__code__"):
+        # getsource() returns whole lines: two lambdas on one line must still differ.
+        text += "|" + _code_dump(target.__code__)
     return blake3(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -511,6 +514,12 @@ class KeyBuilder:
         )
         self._first_default = self._n - len(self._defaults)
         self._memo: dict[tuple[Any, ...], str] = {}
+        # Closure cells holding plain scalars (a factory's parameters: `def make(k): @memoize
+        # def f(x): return x * k`) can change results, so they join the key; other cells
+        # (functions, the memoized function itself, mutable objects) are left out.
+        code = getattr(func, "__code__", None)
+        closure = getattr(func, "__closure__", None) or ()
+        self._cells = tuple(zip(code.co_freevars, closure)) if code is not None else ()
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Return the key-relevant argument values in signature order (defaults applied).
@@ -540,6 +549,17 @@ class KeyBuilder:
                     _enc(v, out, 0)
             except _Unencodable as e:
                 raise _key_error(e, name, self.identity) from None
+        if self._cells:
+            out += b"<"
+            for name, cell in self._cells:
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if type(value) in _SCALARS:
+                    out += _text(name)
+                    _DISPATCH[type(value)](value, out, 1)
+            out += b">"
         return out
 
     def canonical(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -550,7 +570,7 @@ class KeyBuilder:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Return the key string of ``func(*args, **kwargs)``."""
-        if not kwargs and self.custom_key is None:
+        if not kwargs and self.custom_key is None and not self._cells:
             # Memo of recent keys for calls whose arguments are all immutable scalars of exact
             # types whose equality is identity of value (no float: -0.0 == 0.0; types are part
             # of the memo key: 1, True differ). Same arguments -> same key, so this is exact.

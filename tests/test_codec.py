@@ -10,7 +10,6 @@ import enum
 import fractions
 import hashlib
 import hmac
-import math
 import pathlib
 import pickle
 import struct
@@ -100,8 +99,8 @@ def assert_same(a: Any, b: Any, path: str = "value") -> None:
     elif tp is np.ndarray:
         assert a.dtype == b.dtype and a.dtype.str == b.dtype.str, f"{path}: {a.dtype} != {b.dtype}"
         assert a.shape == b.shape, f"{path}: shape {a.shape} != {b.shape}"
-        assert np.ascontiguousarray(a).tobytes() == b.tobytes(), f"{path}: array data differs"
-        assert b.flags.writeable and b.flags.c_contiguous, f"{path}: not a writable C array"
+        assert a.tobytes() == b.tobytes(), f"{path}: array data differs"  # tobytes: C order
+        assert b.flags.writeable, f"{path}: decoded array is read-only"
     elif isinstance(a, np.generic):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"{path}: {a!r} != {b!r}"
     else:
@@ -287,7 +286,6 @@ def test_decoded_arrays_do_not_share_memory() -> None:
     out = roundtrip([np.zeros(3), np.zeros(3)])
     out[0][:] = 1
     assert out[1].tolist() == [0.0, 0.0, 0.0]
-    assert out[0].flags.owndata or out[0].base is not None
 
 
 # Hypothesis strategies -------------------------------------------------------------------------
@@ -382,6 +380,7 @@ def test_property_arrays_round_trip_writable(array: Any) -> None:
     """Arrays of every supported dtype, shape and memory layout come back equal and writable."""
     out = roundtrip(array)
     assert_same(array, out)
+    assert out.flags.c_contiguous and out.flags.owndata
     if out.size:
         out.reshape(-1)[0] = out.reshape(-1)[-1]  # writable in place
 
@@ -452,7 +451,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "msgpack_exttype": (msgpack.ExtType(1, b""), "ExtType"),
     "object_array": (np.array([1, "a"], dtype=object), "numpy.ndarray"),
     "structured_array": (np.zeros(2, dtype=[("a", "i4")]), "numpy.ndarray"),
-    "np_matrix": (np.matrix([[1]]), "numpy.matrix"),
+    "np_matrix": (np.asarray([[1]]).view(np.matrix), "numpy.matrix"),
     "masked_array": (np.ma.masked_array([1, 2]), "MaskedArray"),
     "custom_tzinfo": (dt.datetime(2020, 1, 1, tzinfo=MyTz()), "MyTz"),
     "nested_in_tuple": ((1, (UserClass(),)), "UserClass"),
@@ -619,7 +618,7 @@ GOLDEN_PAYLOADS = [
     ("uuid", uuid.UUID("12345678-1234-5678-1234-567812345678"), "d81812345678123456781234567812345678"),
     ("pureposixpath", pathlib.PurePosixPath("/a/b"), "c70519002f612f62"),
     ("purewindowspath", pathlib.PureWindowsPath("C:/x"), "c7051901433a5c78"),
-    ("posixpath", pathlib.PurePosixPath("rel/p"), "c70519002f612f70"[:0] + "c705190072656c2f70"),
+    ("posixpath", pathlib.PosixPath("rel/p"), "c706190272656c2f70"),
     (
         "ndarray",
         np.arange(4, dtype="<i2").reshape(2, 2),
@@ -876,8 +875,8 @@ def test_pickle_needs_a_secret() -> None:
 def test_secrets_never_appear_in_repr() -> None:
     """repr of the pickle serializer and codec hide the secrets."""
     s = PickleSerializer(b"sup3r-secret", verify_keys=["old-secr3t"])
-    assert "secr" not in repr(s).replace("secret=", "") and "3" not in repr(s)
-    assert "sup3r" not in repr(Codec(s))
+    for text in (repr(s), repr(Codec(s))):
+        assert "sup3r" not in text and "secr3t" not in text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -940,8 +939,13 @@ def test_codec_rejects_bad_codec_ids(codec_id: Any) -> None:
 
 
 def ext(code: int, data: bytes) -> bytes:
-    """Return msgpack bytes for one ext object."""
-    return msgpack.packb(msgpack.ExtType(code, data))  # type: ignore[no-any-return]
+    """Return msgpack bytes for one ext object (any code, including reserved negative ones)."""
+    fixext = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+    if len(data) in fixext:
+        return struct.pack(">Bb", fixext[len(data)], code) + data
+    if len(data) < 256:
+        return struct.pack(">BBb", 0xC7, len(data), code) + data
+    return struct.pack(">BIb", 0xC9, len(data), code) + data
 
 
 HOSTILE_PAYLOADS = {
@@ -954,7 +958,8 @@ HOSTILE_PAYLOADS = {
     "deep_tuples_100k": b"\x92\xc7\x00\x01" * 100_000 + b"\xc0",
     "invalid_utf8": b"\xa2\xff\xfe",
     "unknown_ext": ext(99, b"x"),
-    "negative_ext": ext(-1, b"\x00\x00\x00\x00"),  # msgpack Timestamp
+    "timestamp_ext_bad_length": ext(-1, b"\x00\x00\x00"),
+    "unknown_negative_ext": ext(-2, b"x"),
     "marker_alone": ext(1, b""),
     "marker_second": b"\x92\x01" + ext(1, b""),
     "marker_in_map": b"\x81\x01" + ext(2, b""),
@@ -994,6 +999,12 @@ def test_hostile_payload_with_valid_check_is_a_decode_error(payload: bytes) -> N
         Codec().decode(forge(payload), key=KEY)
 
 
+def test_msgpack_timestamp_ext_reads_as_utc_datetime() -> None:
+    """Ext -1 (msgpack Timestamp) is never written; forged, it reads as an aware UTC datetime."""
+    value = Codec().decode(forge(ext(-1, b"\x00\x00\x00\x01")), key=KEY).value
+    assert_same(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc), value)
+
+
 def test_huge_valid_numbers_decode_without_str_conversion() -> None:
     """A 100,000-digit int or Decimal is a legitimate value: no int-str limit applies."""
     big = 7 * 10**100_000 + 1
@@ -1024,8 +1035,3 @@ def test_decoding_is_thread_safe() -> None:
         t.join()
     assert not errors, errors[0]
 
-
-def test_hot_path_floats_are_exact() -> None:
-    """float helpers used by assert_same distinguish -0.0 and nan payloads."""
-    assert float_bits(-0.0) != float_bits(0.0)
-    assert math.isnan(roundtrip(float("nan")))

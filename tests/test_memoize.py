@@ -494,3 +494,57 @@ def test_editing_the_function_body_invalidates(tmp_path: Path) -> None:
 def test_version_exported() -> None:
     """persistmemo.__version__ is the installed version."""
     assert isinstance(persistmemo.__version__, str) and persistmemo.__version__
+
+
+def test_closure_scalars_are_part_of_the_key() -> None:
+    """Functions made by a factory with different scalar parameters never share entries."""
+    c = Cache("memory://")
+
+    def make(k: int) -> Any:
+        @c.memoize
+        def scaled(x: int) -> int:
+            return x * k
+
+        return scaled
+
+    assert make(2)(3) == 6
+    assert make(3)(3) == 9
+    assert make(2)(3) == 6
+
+
+def test_two_lambdas_on_one_line_differ() -> None:
+    """Two memoized lambdas on the same line have different identities' fingerprints."""
+    c = Cache("memory://")
+    a, b = c.memoize(lambda x: x + 1), c.memoize(lambda x: x * 10)
+    assert a(2) == 3 and b(2) == 20 and a(2) == 3
+
+
+def test_generators_and_non_functions_refused() -> None:
+    """Generator functions and non-function callables are refused with a clear error."""
+    c = Cache("memory://")
+
+    def gen(n: int) -> Any:
+        yield n
+
+    with pytest.raises(ConfigurationError, match="generator"):
+        c.memoize(gen)
+
+    class Callable_:
+        def __call__(self, x: int) -> int:
+            return x
+
+    with pytest.raises(ConfigurationError, match="needs a function"):
+        c.memoize(Callable_())
+
+
+def test_per_function_pickle_serializer_uses_cache_secret() -> None:
+    """serializer='pickle' on one function signs with the cache's secret and round-trips."""
+    c = Cache("memory://", secret="s3cret")
+
+    @c.memoize(serializer="pickle")
+    def obj(x: int) -> Opaque:
+        return Opaque(x)
+
+    assert obj(1).x == 1
+    assert obj(1).x == 1
+    assert obj.cache_info().hits == 1

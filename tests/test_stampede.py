@@ -259,3 +259,55 @@ def test_writer_killed_mid_write_never_leaves_a_wrong_value(kind: str,
     found, bad = map(int, res.stdout.split())
     assert bad == 0
     assert found > 0
+
+
+FORKED = """
+import multiprocessing as mp, os, sys, threading
+import persistmemo
+cache = persistmemo.Cache(sys.argv[1], namespace="fork")
+
+@cache.memoize
+def tagged(i):
+    return {"i": i, "sq": i * i}
+
+for i in range(20):  # warm the cache (and open connections) in the parent
+    tagged(i)
+
+def child(q):
+    errors = []
+    def run(t):
+        try:
+            for i in range(40):
+                v = tagged(i)
+                if v != {"i": i, "sq": i * i}:
+                    errors.append((i, v))
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(16)]
+    for t in threads: t.start()
+    for t in threads: t.join(30)
+    q.put((os.getpid(), errors, cache.info().errors))
+
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=child, args=(q,)) for _ in range(8)]
+    for p in procs: p.start()
+    results = [q.get(timeout=60) for _ in procs]
+    for p in procs: p.join(30)
+    bad = [r for r in results if r[1] or r[2]]
+    print(len(results), len(bad), bad[:2])
+"""
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_forked_children_with_threads(kind: str, request: pytest.FixtureRequest,
+                                      tmp_path: Path) -> None:
+    """A cache warmed in a parent serves 8 forked children x 16 threads, no errors or cross-talk."""
+    location = _location(kind, request, tmp_path)
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    res = subprocess.run([sys.executable, str(script), location], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[:2] == ["8", "0"], res.stdout

@@ -1,0 +1,51 @@
+"""Type-checked, never run: the public API's static types (checked by mypy in .ci/run)."""
+
+from __future__ import annotations
+
+import persistmemo
+from persistmemo import Cache, CacheInfo, memoize
+
+
+@memoize
+def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+@memoize(ttl=60, ignore=["verbose"])
+def scale(x: float, verbose: bool = False) -> float:
+    return x * 2
+
+
+cache = Cache("memory://")
+
+
+@cache.memoize
+def upper(s: str) -> str:
+    return s.upper()
+
+
+@cache.memoize(version=2)
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+def uses() -> None:
+    total: int = add(1, b=2)
+    half: float = scale(1.5)
+    text: str = upper("x")
+    key: str = add.cache_key(1)
+    gone: bool = add.invalidate(1)
+    cleared: int = upper.cache_clear()
+    info: CacheInfo = add.cache_info()
+    again: int = add.refresh(3)
+    batch: list[int] = add.map([(1,), (2, 3)])
+    hits: int = info.hits + info.misses
+    del total, half, text, key, gone, cleared, again, batch, hits
+    add("no")  # type: ignore[arg-type]
+    upper(1)  # type: ignore[arg-type]
+    persistmemo.set_default_cache(cache)
+
+
+async def uses_async() -> None:
+    body: bytes = await fetch("u")
+    del body
