@@ -474,9 +474,16 @@ def _run(script: str, env: dict[str, str], cwd: Path) -> str:
     return res.stdout.strip()
 
 
-def test_results_survive_the_process_and_are_shared(tmp_path: Path) -> None:
-    """A second process reuses the first one's results from the disk cache."""
-    env = {**os.environ, "PERSISTMEMO_URL": str(tmp_path / "shared")}
+@pytest.mark.parametrize("kind", ["disk", "redis", "cluster"])
+def test_results_survive_the_process_and_are_shared(kind: str, request: pytest.FixtureRequest,
+                                                    tmp_path: Path) -> None:
+    """A second process reuses the first one's results (disk directory, Redis, Cluster)."""
+    url = {"disk": lambda: str(tmp_path / "shared"),
+           "redis": lambda: request.getfixturevalue("redis_url"),
+           "cluster": lambda: request.getfixturevalue("redis_cluster_url")}[kind]()
+    if kind != "disk":
+        Cache(url).clear()
+    env = {**os.environ, "PERSISTMEMO_URL": url}
     assert _run(SCRIPT.format(n=20), env, tmp_path) == "20 0"
     assert _run(SCRIPT.format(n=25), env, tmp_path) == "5 20"
 
