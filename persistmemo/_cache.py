@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from persistmemo.backends.base import Backend
 from persistmemo.config import resolve_backend, seconds
-from persistmemo.errors import BackendError, ConfigurationError
+from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
     import datetime as _dt
@@ -106,6 +106,7 @@ class Cache:
         self._backend: Backend | None = None
         self._open_lock = threading.Lock()
         self._down_until = 0.0
+        self._error_kinds: set[str] = set()
         if location is not None:  # validate eagerly: a bad URL fails here, not on first call
             self._backend = resolve_backend(location, **backend_options)
 
@@ -130,15 +131,29 @@ class Cache:
         return not down or time.monotonic() >= down
 
     def backend_failed(self, exc: BackendError) -> None:
-        """Count a store failure; raise it, or open the breaker for ``backoff`` seconds."""
+        """Count a store failure; raise it, or (for an unreachable store) open the breaker.
+
+        Only :class:`BackendUnavailable` (refused, timed out, paused) opens the breaker for
+        ``backoff`` seconds: then every call would pay the timeout again. Other errors (a full
+        disk, Redis out of memory, a missing permission) are per command: reads may still work,
+        so they are counted and logged once per kind but do not stop the store being used.
+        """
         self.stats.errors += 1
         if not self.fail_open:
             raise exc
-        first = not self._down_until
-        self._down_until = time.monotonic() + self.backoff
-        if first:
-            _log().warning("persistmemo: cache store %r failed (%s); results are computed "
-                        "without it and it is retried in %.1fs", self._backend, exc, self.backoff)
+        if isinstance(exc, BackendUnavailable):
+            first = not self._down_until
+            self._down_until = time.monotonic() + self.backoff
+            if first:
+                _log().warning("persistmemo: cache store %r is unavailable (%s); results are "
+                               "computed without it and it is retried in %.1fs",
+                               self._backend, exc, self.backoff)
+            return
+        kind = type(exc.__cause__ or exc).__name__
+        if kind not in self._error_kinds:
+            self._error_kinds.add(kind)
+            _log().warning("persistmemo: cache store %r failed (%s); the result is returned "
+                           "without being cached", self._backend, exc)
 
     def backend_ok(self) -> None:
         """Close the breaker after a successful call (logs the recovery once)."""

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from fractions import Fraction
-from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
+from pathlib import PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import blake3 as _blake3
@@ -146,7 +146,7 @@ class Serializer(Protocol):
 def _qualname(tp: type) -> str:
     """Return ``module.QualName`` for error messages."""
     module = getattr(tp, "__module__", None)
-    name = getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp))
+    name = str(getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp)))
     return name if module in (None, "builtins") else f"{module}.{name}"
 
 
@@ -184,18 +184,17 @@ def _encode_tz(tz: _dt.tzinfo | None) -> bytes:
         if name == _dt.timezone(offset).tzname(None):
             return bytes((_TZ_FIXED,)) + micros
         return bytes((_TZ_NAMED,)) + micros + name.encode("utf-8", "surrogatepass")
-    zoneinfo = sys.modules.get("zoneinfo")
+    zoneinfo = sys.modules.get("zoneinfo")  # a ZoneInfo instance means zoneinfo is imported
     if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo:
-        if tz.key is None:
+        key: str | None = getattr(tz, "key", None)
+        if key is None:
             raise _unsupported(tz, "a ZoneInfo built from a file has no key to store")
-        return bytes((_TZ_ZONEINFO,)) + tz.key.encode("utf-8", "surrogatepass")
+        return bytes((_TZ_ZONEINFO,)) + key.encode("utf-8", "surrogatepass")
     raise _unsupported(tz, "only datetime.timezone and zoneinfo.ZoneInfo are stored")
 
 
 def _e_datetime(v: _dt.datetime) -> Any:
-    head = _DATETIME.pack(
-        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold
-    )
+    head = _DATETIME.pack(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold)
     return _ext(EXT_DATETIME, head + _encode_tz(v.tzinfo))
 
 
@@ -248,7 +247,9 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     _dt.datetime: _e_datetime,
     _dt.date: lambda v: _ext(EXT_DATE, _DATE.pack(v.year, v.month, v.day)),
     _dt.time: _e_time,
-    _dt.timedelta: lambda v: _ext(EXT_TIMEDELTA, _TIMEDELTA.pack(v.days, v.seconds, v.microseconds)),
+    _dt.timedelta: lambda v: _ext(
+        EXT_TIMEDELTA, _TIMEDELTA.pack(v.days, v.seconds, v.microseconds)
+    ),
     uuid.UUID: lambda v: _ext(EXT_UUID, v.bytes),
     **dict.fromkeys(_PATH_TYPES, _e_path),
 }
@@ -342,7 +343,13 @@ class _Packing:
             raise _unsupported(value, f"numpy dtype {dtype}")
         spec = dtype.str.encode("ascii")
         if not is_array:  # a numpy scalar: np.float32, np.bool_, np.str_, np.datetime64, ...
-            return _ext(EXT_NPSCALAR, bytes((len(spec),)) + spec + value.tobytes())
+            if dtype.kind == "U":  # np.str_/np.bytes_ are str/bytes subclasses: store the value
+                raw = str(value).encode("utf-8", "surrogatepass")
+            elif dtype.kind == "S":
+                raw = bytes(value)
+            else:
+                raw = value.tobytes()
+            return _ext(EXT_NPSCALAR, bytes((len(spec),)) + spec + raw)
         if not value.flags.c_contiguous:
             value = np.ascontiguousarray(value)
         # The buffer travels after the msgpack body (no copy here; one copy into the envelope).
@@ -443,6 +450,10 @@ def _d_npscalar(data: bytes) -> Any:
     np = _numpy()
     dtype = _checked_dtype(np, data[1 : 1 + data[0]].decode("ascii"))
     raw = data[1 + data[0] :]
+    if dtype.kind == "U":
+        return np.str_(raw.decode("utf-8", "surrogatepass"))
+    if dtype.kind == "S":
+        return np.bytes_(raw)
     if len(raw) != dtype.itemsize:
         raise ValueError("numpy scalar has the wrong size")
     return np.frombuffer(raw, dtype=dtype)[0]
@@ -756,9 +767,7 @@ class _HmacCheck:
         return self._mac(self._templates[0], head, body)
 
     def verify(self, head: bytes, body: memoryview, check: bytes) -> bool:
-        return any(
-            hmac.compare_digest(self._mac(t, head, (body,)), check) for t in self._templates
-        )
+        return any(hmac.compare_digest(self._mac(t, head, (body,)), check) for t in self._templates)
 
 
 class Codec:
@@ -883,7 +892,9 @@ class Codec:
             raise DecodeError("stored entry is truncated")
         names = {MSGPACK_CODEC_ID: "msgpack", PICKLE_CODEC_ID: "pickle", self._id: self._name}
         codec = names.get(cid, f"codec-{cid}")
-        return EntryInfo(version, codec, created, duration, n, bytes(data[start : start + meta_len]))
+        return EntryInfo(
+            version, codec, created, duration, n, bytes(data[start : start + meta_len])
+        )
 
     def _bad_prefix(self, data: bytes) -> DecodeError:
         if len(data) < 4 or data[:2] != MAGIC:

@@ -232,3 +232,46 @@ def test_disk_planted_pickle_row_is_never_unpickled(tmp_path: Path) -> None:
     assert square2(42) == 1764
     assert calls2 == [42]
     assert not marker.exists()
+
+
+def test_redis_out_of_memory_writes_fail_reads_still_served(fresh_redis: RedisServer) -> None:
+    """maxmemory + noeviction: SET errors are swallowed (counted), earlier entries still hit."""
+    import redis as redis_py
+
+    cache = Cache(fresh_redis.url)
+
+    @cache.memoize(lock=False)
+    def blob(i: int) -> bytes:
+        return bytes([i % 256]) * 50_000
+
+    assert blob(0) == bytes(50_000)
+    client = redis_py.Redis.from_url(fresh_redis.url)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", str(used + 400_000))
+    client.config_set("maxmemory-policy", "noeviction")
+    for i in range(1, 40):
+        assert blob(i) == bytes([i % 256]) * 50_000
+    assert cache.info().errors > 0
+    hits = blob.cache_info().hits
+    assert blob(0) == bytes(50_000)
+    assert blob.cache_info().hits == hits + 1  # reads still served: no breaker for OOM
+    client.close()
+
+
+def test_truncated_value_file_is_a_miss(tmp_path: Path) -> None:
+    """A large value's file truncated to 10 bytes is detected: recomputed, not returned short."""
+    cache = Cache(tmp_path / "trunc")
+    calls = []
+
+    @cache.memoize
+    def big(i: int) -> bytes:
+        calls.append(i)
+        return b"z" * 100_000
+
+    assert len(big(1)) == 100_000
+    files = [p for p in (tmp_path / "trunc").rglob("*.val")]
+    assert len(files) == 1
+    files[0].write_bytes(files[0].read_bytes()[:10])
+    assert big(1) == b"z" * 100_000
+    assert calls == [1, 1]
+    assert big.cache_info().decode_failures == 1

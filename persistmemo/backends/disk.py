@@ -24,7 +24,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Missing
-from persistmemo.errors import BackendError, ConfigurationError
+from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
 
 __all__ = ["DiskBackend", "DiskLock"]
 
@@ -146,6 +146,11 @@ class DiskBackend(BaseBackend):
             raise BackendError(f"cannot reopen disk cache {self.directory}: {exc2}") from exc2
 
     def _fail(self, exc: BaseException, what: str) -> BackendError:
+        if isinstance(exc, diskcache.Timeout) or (
+            isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        ):
+            # Busy beyond busy_timeout: the breaker should stop every call paying it again.
+            return BackendUnavailable(f"disk cache {what} timed out: {exc}")
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
             exc, sqlite3.OperationalError
         ):
