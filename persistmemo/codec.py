@@ -93,9 +93,7 @@ _OOB_TAG = 0xC1
 _OOB_HEAD = struct.Struct(">BQ")
 _MAX_DEPTH = 511  # msgpack's own packer nesting limit; the unpacker allows 1024
 
-_U8 = struct.Struct(">B")
 _I64 = struct.Struct(">q")
-_U64 = struct.Struct(">Q")
 _COMPLEX = struct.Struct(">dd")
 _DATE = struct.Struct(">HBB")
 _DATETIME = struct.Struct(">HBBBBBIB")  # y, m, d, H, M, S, us, fold; then the tz section
@@ -533,18 +531,22 @@ _EMPTY_EXT8 = b"\xc7\x00"  # how msgpack encodes an ext with no data, i.e. every
 
 def _unpack(data: bytes | memoryview) -> Any:
     """Decode a msgpack payload (see docs/codec.md) with exact types."""
-    if type(data) is bytes and data.find(_EMPTY_EXT8) < 0 and data[:1] != b"\xc1":
-        # Fast path (ints, strs, lists, dicts...): no marker can occur, so no per-call state and
-        # no list_hook. A forged marker in a non-canonical ext16/ext32 reaches _leaf_hook: error.
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=False,
-            unicode_errors="surrogatepass",
-            timestamp=3,
-            ext_hook=_leaf_hook,
-        )
-    if data[0] == _OOB_TAG:
+    if data[:1] != b"\xc1":  # no out-of-band buffers
+        if type(data) is not bytes:
+            data = bytes(data)  # a copy, but msgpack parsing costs far more per byte
+        if data.find(_EMPTY_EXT8) < 0:
+            # Fast path (ints, strs, lists, dicts, compact tuples...): no marker can occur, so
+            # no per-call state and no list_hook. A forged marker in a non-canonical ext16/ext32
+            # reaches _leaf_hook and fails there.
+            return msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                unicode_errors="surrogatepass",
+                timestamp=3,
+                ext_hook=_leaf_hook,
+            )
+    if data[:1] == b"\xc1":
         _, body_len = _OOB_HEAD.unpack_from(data)
         view = memoryview(data)
         body_end = _OOB_HEAD.size + body_len
@@ -799,8 +801,9 @@ class Codec:
         self._name = str(s.name)
         self._start = HEADER.size + (HMAC_CHECK_SIZE if self._hmac else BLAKE3_CHECK_SIZE)
         self._prefix = bytes((*MAGIC, FORMAT_VERSION, cid))
-        self._loads = s.loads
-        if isinstance(s, MsgpackSerializer):
+        self._loads: Callable[[bytes | memoryview], Any] = s.loads
+        if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
+            self._loads = _unpack  # one Python call less on the hit path
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
         else:
             dumps = s.dumps

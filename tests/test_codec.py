@@ -309,7 +309,7 @@ TEXT = st.text(st.characters(exclude_categories=()), max_size=12)  # includes lo
 PATHS = st.builds(
     lambda cls, text: cls(text),
     st.sampled_from([pathlib.PurePosixPath, pathlib.PureWindowsPath, Path]),
-    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=10),
+    st.text(st.characters(exclude_characters="\0"), max_size=10),
 )
 HASHABLE_LEAVES = st.one_of(
     st.none(),
@@ -331,62 +331,57 @@ HASHABLES = st.recursive(
     ),
     max_leaves=6,
 )
-NUMPY_DTYPES = st.sampled_from(
-    [
-        "?",
-        "i1",
-        "<i2",
-        ">i4",
-        "<i8",
-        "u1",
-        "<u2",
-        "<u4",
-        ">u8",
-        "<f2",
-        "<f4",
-        ">f8",
-        "<f8",
-        "<c8",
-        "<c16",
-        "<M8[ns]",
-        "<M8[D]",
-        "<m8[us]",
-        "<U3",
-        "|S2",
-    ]
-)
-ARRAYS = hnp.arrays(
-    NUMPY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-).flatmap(lambda a: st.sampled_from([a, a.T, a[::2] if a.ndim else a, np.asfortranarray(a)]))
-NUMPY_SCALARS = ARRAYS.filter(lambda a: a.size > 0).map(lambda a: a.reshape(-1)[0])
-LEAVES = st.one_of(
-    HASHABLE_LEAVES,
-    st.floats(),  # nan and infinities
-    st.complex_numbers(),
-    st.decimals(),  # NaN, sNaN, Infinity, -0
-    st.binary(max_size=8).map(bytearray),
-    st.datetimes(timezones=TZINFOS).flatmap(
-        lambda d: st.sampled_from([d, d.replace(fold=1 - d.fold)])
-    ),
-    st.times(timezones=TZINFOS),
-    st.timedeltas(),
-    PATHS,
-    st.sets(HASHABLES, max_size=4),
-    st.frozensets(HASHABLES, max_size=4),
-    ARRAYS,
-    NUMPY_SCALARS,
-)
-VALUES = st.recursive(
-    LEAVES,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.lists(inner, max_size=4).map(tuple),
-        st.dictionaries(TEXT, inner, max_size=4),
-        st.dictionaries(HASHABLES, inner, max_size=4),
-        st.dictionaries(TEXT, inner, max_size=3).map(collections.OrderedDict),
-    ),
-    max_leaves=25,
-)
+NUMPY_DTYPES = [
+    *("?", "i1", "<i2", ">i4", "<i8", "u1", "<u2", "<u4", ">u8", "<f2", "<f4", ">f8", "<f8"),
+    *("<c8", "<c16", "<M8[ns]", "<M8[D]", "<m8[us]", "<U3", "|S2"),
+]
+
+
+def arrays(dtypes: list[str]) -> st.SearchStrategy[Any]:
+    """Arrays of the given dtypes, any shape up to 3-d, as C, transposed, strided or Fortran."""
+    shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
+    return hnp.arrays(st.sampled_from(dtypes), shapes).flatmap(
+        lambda a: st.sampled_from([a, a.T, a[::2] if a.ndim else a, np.asfortranarray(a)])
+    )
+
+
+def values(dtypes: list[str]) -> st.SearchStrategy[Any]:
+    """Nested values of every supported type (arrays of the given dtypes)."""
+    array = arrays(dtypes)
+    leaves = st.one_of(
+        HASHABLE_LEAVES,
+        st.floats(),  # nan and infinities
+        st.complex_numbers(),
+        st.decimals(),  # NaN, sNaN, Infinity, -0
+        st.binary(max_size=8).map(bytearray),
+        st.datetimes(timezones=TZINFOS).flatmap(
+            lambda d: st.sampled_from([d, d.replace(fold=1 - d.fold)])
+        ),
+        st.times(timezones=TZINFOS),
+        st.timedeltas(),
+        PATHS,
+        st.sets(HASHABLES, max_size=4),
+        st.frozensets(HASHABLES, max_size=4),
+        array,
+        array.filter(lambda a: a.size > 0).map(lambda a: a.reshape(-1)[0]),  # numpy scalars
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=4).map(tuple),
+            st.dictionaries(TEXT, inner, max_size=4),
+            st.dictionaries(HASHABLES, inner, max_size=4),
+            st.dictionaries(TEXT, inner, max_size=3).map(collections.OrderedDict),
+        ),
+        max_leaves=25,
+    )
+
+
+ARRAYS = arrays(NUMPY_DTYPES)
+VALUES = values(NUMPY_DTYPES)
+# numpy's own pickling turns strided big-endian arrays native-endian; not the codec's business.
+NATIVE_ORDER_VALUES = values([d for d in NUMPY_DTYPES if not d.startswith(">")])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -408,7 +403,7 @@ def test_property_arrays_round_trip_writable(array: Any) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(VALUES)
+@given(NATIVE_ORDER_VALUES)
 def test_property_pickle_codec_round_trips(value: Any) -> None:
     """The signed pickle codec round-trips what pickle supports."""
     assert_same(value, roundtrip(value, Codec(PickleSerializer(SECRET))))
@@ -436,6 +431,12 @@ class Color(enum.Enum):
     RED = 1
 
 
+class Level(enum.IntEnum):
+    """A user IntEnum (an int subclass)."""
+
+    LOW = 1
+
+
 class MyDict(dict):  # type: ignore[type-arg]
     """A dict subclass."""
 
@@ -450,6 +451,12 @@ class MyTz(dt.tzinfo):
     def utcoffset(self, d: dt.datetime | None) -> dt.timedelta:
         return dt.timedelta(0)
 
+    def dst(self, d: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, d: dt.datetime | None) -> str:
+        return "MyTz"
+
 
 def _generator() -> Any:
     yield 1
@@ -459,7 +466,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "class": (UserClass(), "UserClass"),
     "dataclass": (UserDataclass(), "UserDataclass"),
     "enum": (Color.RED, "Color"),
-    "int_enum": (enum.IntEnum("Level", "LOW")(1), "Level"),
+    "int_enum": (Level.LOW, "Level"),
     "function": (len, "builtin_function_or_method"),
     "lambda": (lambda: 1, "function"),
     "generator": (_generator(), "generator"),
@@ -791,7 +798,7 @@ def test_decode_accepts_bytes_like_input() -> None:
     """decode also takes bytearray and memoryview (copied to bytes first)."""
     codec = Codec()
     blob = codec.encode((1,), key=KEY, created=0.0, duration=0.0)
-    assert codec.decode(bytearray(blob), key=KEY).value == (1,)
+    assert codec.decode(bytearray(blob), key=KEY).value == (1,)  # type: ignore[arg-type]
     assert codec.decode(memoryview(blob), key=KEY).value == (1,)  # type: ignore[arg-type]
 
 
@@ -917,7 +924,7 @@ def test_pickle_needs_a_secret() -> None:
     with pytest.raises(ConfigurationError):
         PickleSerializer(SECRET, verify_keys=[b""])
     with pytest.raises(ConfigurationError):
-        PickleSerializer(SECRET, verify_keys=b"one-secret")
+        PickleSerializer(SECRET, verify_keys=b"one-secret")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="PERSISTMEMO_SECRET"):
         get_serializer("pickle")
 
@@ -1061,6 +1068,48 @@ def test_hostile_payload_with_valid_check_is_a_decode_error(payload: bytes) -> N
     """Forged payloads (deep nesting, bad exts, leaked markers, lying lengths) are DecodeErrors."""
     with pytest.raises(DecodeError):
         Codec().decode(forge(payload), key=KEY)
+
+
+SUPPORTED_TYPES = (
+    *(type(None), bool, int, float, complex, str, bytes, bytearray, decimal.Decimal),
+    *(fractions.Fraction, dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID),
+    *(pathlib.PurePosixPath, pathlib.PureWindowsPath, np.ndarray, np.generic),
+)
+
+
+def assert_plain_data(value: Any, depth: int = 0) -> None:
+    """Assert ``value`` is built only from supported types (no marker or ext object leaked)."""
+    assert depth < 600
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            assert_plain_data(item, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            assert_plain_data(k, depth + 1)
+            assert_plain_data(v, depth + 1)
+    else:
+        assert isinstance(value, SUPPORTED_TYPES), type(value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=VALUES, data=st.data())
+def test_property_forged_payload_mutations_only_raise_decode_error(value: Any, data: Any) -> None:
+    """Mutated payloads with a valid check decode to plain data or raise DecodeError only."""
+    payload = bytearray(MsgpackSerializer().dumps(value))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(payload)))
+        action = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if action == "flip" and pos < len(payload):
+            payload[pos] ^= data.draw(st.integers(1, 255))
+        elif action == "insert":
+            payload[pos:pos] = data.draw(st.binary(min_size=1, max_size=3))
+        else:
+            del payload[pos : pos + data.draw(st.integers(1, 3))]
+    try:
+        out = Codec().decode(forge(bytes(payload)), key=KEY).value
+    except DecodeError:
+        return
+    assert_plain_data(out)
 
 
 def test_msgpack_timestamp_ext_reads_as_utc_datetime() -> None:
