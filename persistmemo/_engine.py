@@ -234,8 +234,11 @@ class Engine:
             return self.func(*args, **kwargs)  # does not bind: let Python raise its own error
         cache = self.cache
         if not cache._down_until or cache.available():
+            backend = cache._backend
+            if backend is None:
+                backend = cache.backend
             try:
-                raw = (cache._backend or cache.backend).get(key)
+                raw = backend.get(key)
             except BackendError as exc:
                 cache.backend_failed(exc)
             else:
