@@ -83,21 +83,28 @@ class _Flight:
 
 
 class _Renewer:
-    """One daemon thread per process renewing every held lease at a third of its TTL."""
+    """One daemon thread per process renewing every held lease at a third of its TTL.
+
+    Registering a lease is the common case on every locked miss, so it must be cheap: the thread
+    is only woken when the new lease is due before its current wake-up time.
+    """
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[Lock, float]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wake_at = float("inf")
 
     def add(self, lock: Lock) -> None:
+        due = time.monotonic() + lock.ttl / 3
         with self._cond:
-            self._held[id(lock)] = (lock, time.monotonic() + lock.ttl / 3)
+            self._held[id(lock)] = (lock, due)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="persistmemo-renew",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif due < self._wake_at:
+                self._cond.notify()
 
     def discard(self, lock: Lock) -> None:
         with self._cond:
@@ -110,9 +117,9 @@ class _Renewer:
                 due = [lk for lk, at in self._held.values() if at <= now]
                 for lk in due:
                     self._held[id(lk)] = (lk, now + lk.ttl / 3)
-                nxt = min((at for _, at in self._held.values()), default=now + 60)
+                self._wake_at = min((at for _, at in self._held.values()), default=now + 60)
                 if not due:
-                    self._cond.wait(max(0.0, nxt - now))
+                    self._cond.wait(max(0.0, self._wake_at - now))
                     continue
             for lk in due:
                 try:

@@ -23,9 +23,6 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import hmac
-import pickle
 import struct
 import sys
 import uuid
@@ -680,6 +677,8 @@ class PickleSerializer:
         Raises:
             SerializationError: the value cannot be pickled.
         """
+        import pickle  # lazily, like hashlib/hmac: only pickle users pay for the imports
+
         try:
             return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
         except Exception as exc:  # PicklingError, TypeError, AttributeError, RecursionError...
@@ -689,6 +688,8 @@ class PickleSerializer:
 
     def loads(self, data: bytes | memoryview) -> Any:
         """Unpickle ``data``; the codec calls this only after the HMAC verified."""
+        import pickle
+
         return pickle.loads(data)
 
     def __repr__(self) -> str:  # never show the secrets
@@ -754,6 +755,9 @@ class _HmacCheck:
     __slots__ = ("_templates",)
 
     def __init__(self, keys: Sequence[bytes]) -> None:
+        import hashlib
+        import hmac
+
         # Keyed templates, copied per call: skips re-deriving the padded keys every time.
         self._templates = [hmac.new(k, digestmod=hashlib.sha256) for k in keys]
 
@@ -769,6 +773,8 @@ class _HmacCheck:
         return self._mac(self._templates[0], head, body)
 
     def verify(self, head: bytes, body: memoryview, check: bytes) -> bool:
+        import hmac
+
         return any(hmac.compare_digest(self._mac(t, head, (body,)), check) for t in self._templates)
 
 
