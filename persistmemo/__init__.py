@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
 from persistmemo._engine import CacheInfo, UncacheableResultWarning
@@ -31,8 +33,18 @@ from persistmemo.errors import (
 )
 from persistmemo.keys import register_key_encoder
 
+if TYPE_CHECKING:
+    from persistmemo.backends.disk import DiskBackend
+    from persistmemo.backends.memory import MemoryBackend
+    from persistmemo.backends.redis import RedisBackend
 
-def __getattr__(name: str) -> str:
+
+def __getattr__(name: str) -> Any:
+    # Backends import their drivers (diskcache, redis) lazily: `import persistmemo` stays fast.
+    if name in ("DiskBackend", "MemoryBackend", "RedisBackend"):
+        from persistmemo import backends
+
+        return getattr(backends, name)
     # __version__ comes from the installed metadata, read lazily (importlib.metadata is slow).
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
@@ -53,12 +65,15 @@ __all__ = [
     "CacheInfo",
     "ConfigurationError",
     "DecodeError",
+    "DiskBackend",
     "KeyEncodingError",
     "Lock",
     "LockTimeout",
     "Memoized",
+    "MemoryBackend",
     "Missing",
     "PersistmemoError",
+    "RedisBackend",
     "SerializationError",
     "UncacheableResultWarning",
     "__version__",

@@ -112,6 +112,11 @@ class _MemoizedBase(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<memoized {self.keys.identity}>"
 
+    def __reduce__(self) -> str:
+        # Pickle by reference (like a plain function), so multiprocessing can send it to
+        # workers: the receiving process imports the module and finds the same memoized object.
+        return str(self.__qualname__)  # type: ignore[attr-defined]
+
 
 class Memoized(_MemoizedBase[P, R]):
     """A memoized function: call it like the original; it gains cache methods."""

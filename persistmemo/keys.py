@@ -378,8 +378,8 @@ def function_identity(func: Callable[..., Any]) -> str:
     import pathlib
 
     module = getattr(func, "__module__", None) or "__unknown__"
-    if module == "__main__":
-        main = sys.modules.get("__main__")
+    if module in ("__main__", "__mp_main__"):  # __mp_main__: the script in a spawn worker
+        main = sys.modules.get(module)
         spec = getattr(main, "__spec__", None)
         file = getattr(main, "__file__", None)
         if spec is not None and getattr(spec, "name", None):

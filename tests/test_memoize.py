@@ -555,3 +555,48 @@ def test_per_function_pickle_serializer_uses_cache_secret() -> None:
     assert obj(1).x == 1
     assert obj(1).x == 1
     assert obj.cache_info().hits == 1
+
+
+_pickle_cache = Cache("memory://")
+
+
+@_pickle_cache.memoize
+def picklable_square(x: int) -> int:
+    """A module-level memoized function (multiprocessing pickles it by reference)."""
+    return x * x
+
+
+def test_memoized_function_pickles_by_reference() -> None:
+    """A module-level memoized function pickles by reference (multiprocessing pools work)."""
+    import pickle
+
+    assert pickle.loads(pickle.dumps(picklable_square)) is picklable_square
+
+
+def test_multiprocessing_pool_shares_the_disk_cache(tmp_path: Path) -> None:
+    """Workers of a spawn Pool running a memoized function share one disk cache."""
+    script = tmp_path / "pooljob.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing as mp
+        import persistmemo
+        cache = persistmemo.Cache({str(tmp_path / 'pool-cache')!r})
+        @cache.memoize
+        def cube(x):
+            return x ** 3
+        if __name__ == "__main__":
+            with mp.get_context("spawn").Pool(2) as pool:
+                assert pool.map(cube, range(10)) == [x ** 3 for x in range(10)]
+            print(sum(cube(x) for x in range(10)), cube.cache_info().hits)
+    """))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["2025", "10"]
+
+
+def test_backends_exported_at_top_level() -> None:
+    """DiskBackend, MemoryBackend and RedisBackend are importable from persistmemo."""
+    from persistmemo import DiskBackend, MemoryBackend, RedisBackend
+
+    assert MemoryBackend().get("x") is persistmemo.MISSING
+    assert DiskBackend.name == "disk" and RedisBackend.__name__ == "RedisBackend"
