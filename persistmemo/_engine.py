@@ -74,12 +74,16 @@ class Stats:
 class _Flight:
     """One in-flight computation in this process, shared by the threads that want it."""
 
-    __slots__ = ("done", "owner", "raw")
+    __slots__ = ("done", "has_value", "owner", "raw", "value")
 
     def __init__(self) -> None:
         self.owner = threading.get_ident()
         self.done = threading.Event()
         self.raw: bytes | None = None  # the encoded result, decoded afresh by each waiter
+        # A result the codec cannot encode is handed to waiters as the same object (as
+        # functools.lru_cache would) rather than computed again by each of them in turn.
+        self.value: Any = None
+        self.has_value = False
 
 
 class _Renewer:
@@ -278,12 +282,16 @@ class Engine:
             if flight.owner == threading.get_ident():  # recursion on the same key
                 return self._run_and_store(key, args, kwargs, None)
             self.stats.lock_waits += 1
-            if flight.done.wait(self.lock_wait) and flight.raw is not None:
+            if not flight.done.wait(self.lock_wait):  # waited long enough: compute ourselves
+                self.stats.lock_timeouts += 1
+                return self._run_and_store(key, args, kwargs, None)
+            if flight.raw is not None:
                 value = self.decode(flight.raw, key)
                 if value is not MISSING:
                     return self.hit(value)
-            return self.compute(key, args, kwargs) if flight.done.is_set() else \
-                self._run_and_store(key, args, kwargs, None)
+            elif flight.has_value:
+                return self.hit(flight.value)
+            return self.compute(key, args, kwargs)  # the leader raised: elect a new one
         try:
             return self._locked(key, args, kwargs, flight)
         finally:
@@ -352,6 +360,7 @@ class Engine:
         raw = self.encode(value, key, duration)
         if flight is not None:
             flight.raw = raw
+            flight.value, flight.has_value = value, True
         cache = self.cache
         if raw is None:
             if lock is not None:
@@ -399,13 +408,14 @@ class Engine:
             self.stats.lock_waits += 1
             try:
                 raw = await asyncio.wait_for(asyncio.shield(fut), self.lock_wait)
-            except (asyncio.TimeoutError, Exception):
-                raw = None
+            except asyncio.TimeoutError:
+                self.stats.lock_timeouts += 1
+                return await self._arun_and_store(key, args, kwargs, None)
             if raw is not None:
                 value = self.decode(raw, key)
                 if value is not MISSING:
                     return self.hit(value)
-            return await self._arun_and_store(key, args, kwargs, None)
+            return await self.acompute(key, args, kwargs)  # the leader raised: elect a new one
         fut = self._aflights[fkey] = loop.create_future()
         raw_out: list[bytes | None] = [None]
         try:

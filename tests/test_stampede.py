@@ -311,3 +311,59 @@ def test_forked_children_with_threads(kind: str, request: pytest.FixtureRequest,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split()[:2] == ["8", "0"], res.stdout
+
+
+class _Unencodable:
+    """A result type the default codec cannot store."""
+
+
+def test_unencodable_result_shared_with_waiting_threads(cache: Cache) -> None:
+    """Threads waiting on a result the codec cannot store get the leader's object, not N runs."""
+    import warnings
+
+    runs = []
+    barrier = threading.Barrier(6)
+
+    @cache.memoize
+    def make(x: int) -> _Unencodable:
+        runs.append(x)
+        time.sleep(0.2)
+        return _Unencodable()
+
+    out: list[Any] = []
+
+    def worker() -> None:
+        barrier.wait(timeout=10)
+        out.append(make(1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert len(out) == 6 and all(isinstance(o, _Unencodable) for o in out)
+    assert runs == [1]
+
+
+def test_async_leader_failure_elects_one_new_leader(cache: Cache) -> None:
+    """When the computing task raises, one waiting task computes next (not every waiter)."""
+    runs = []
+
+    @cache.memoize
+    async def flaky(x: int) -> int:
+        runs.append(x)
+        await asyncio.sleep(0.1)
+        if len(runs) == 1:
+            raise RuntimeError("first")
+        return x
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(flaky(7) for _ in range(20)),
+                                         return_exceptions=True))
+
+    results = asyncio.run(main())
+    assert sum(isinstance(r, RuntimeError) for r in results) == 1
+    assert results.count(7) == 19
+    assert len(runs) == 2
