@@ -38,7 +38,7 @@ def _log() -> Any:
 
     return logging.getLogger("persistmemo")
 _POLL_FIRST = 0.002
-_POLL_MAX = 0.025  # waiters re-check at least every 25 ms
+_POLL_MAX = 0.01  # waiters re-check at least every 10 ms (a read-only check on every store)
 
 
 class UncacheableResultWarning(UserWarning):

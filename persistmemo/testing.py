@@ -139,8 +139,8 @@ class BackendContract:
         backend.set_and_release("pm:1:t:f:x:C", b"done", ttl=None, lock=lk)
         assert backend.get("pm:1:t:f:x:C") == b"done"
         acquired, value = backend.acquire_and_get(other, "pm:1:t:f:x:C")
-        assert acquired is True and value == b"done"
-        assert other.release()
+        assert value == b"done"  # a store may skip taking the lease once the value exists
+        assert other.release() is acquired
 
     def test_async_twins(self, backend: Any) -> None:
         """The async methods see the same data as the sync ones."""
