@@ -600,3 +600,27 @@ def test_backends_exported_at_top_level() -> None:
 
     assert MemoryBackend().get("x") is persistmemo.MISSING
     assert DiskBackend.name == "disk" and RedisBackend.__name__ == "RedisBackend"
+
+
+def test_namespaces_isolate_applications_sharing_a_store(cache: Cache) -> None:
+    """Two namespaces on one store never share entries; Cache.clear() clears only its own."""
+    other = Cache(cache.backend, namespace="app2")
+
+    def build(c: Cache) -> tuple[Any, list[int]]:
+        calls: list[int] = []
+
+        @c.memoize
+        def work(x: int) -> int:
+            calls.append(x)
+            return x + 100
+
+        return work, calls
+
+    w1, c1 = build(cache)
+    w2, c2 = build(other)
+    assert w1(1) == w2(1) == 101
+    assert c1 == [1] and c2 == [1]
+    assert w1.cache_key(1) != w2.cache_key(1)
+    assert other.clear() == 1
+    w1(1)
+    assert c1 == [1]  # the default namespace kept its entry
