@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ class _Flight:
         # functools.lru_cache would) rather than computed again by each of them in turn.
         self.value: Any = None
         self.has_value = False
+
+
+_Outcome = tuple[Any, "bytes | Missing | None", bool]
 
 
 class _Renewer:
@@ -169,7 +172,7 @@ class Engine:
         self.codec = cache.codec
         self.stats = Stats()
         self._flights: dict[str, _Flight] = {}
-        self._aflights: dict[tuple[int, str], asyncio.Future[bytes | None]] = {}
+        self._aflights: dict[tuple[int, str], asyncio.Future[_Flight]] = {}
         self._mutex = threading.Lock()
         self._warned: set[str] = set()
         self._pid = os.getpid()
@@ -285,12 +288,9 @@ class Engine:
             if not flight.done.wait(self.lock_wait):  # waited long enough: compute ourselves
                 self.stats.lock_timeouts += 1
                 return self._run_and_store(key, args, kwargs, None)
-            if flight.raw is not None:
-                value = self.decode(flight.raw, key)
-                if value is not MISSING:
-                    return self.hit(value)
-            elif flight.has_value:
-                return self.hit(flight.value)
+            value = self._from_flight(flight, key)
+            if value is not MISSING:
+                return self.hit(value)
             return self.compute(key, args, kwargs)  # the leader raised: elect a new one
         try:
             return self._locked(key, args, kwargs, flight)
@@ -299,6 +299,38 @@ class Engine:
                 self._flights.pop(key, None)
             flight.done.set()
 
+    def _from_flight(self, flight: _Flight, key: str) -> Any:
+        """The leader's result for a waiter: decoded afresh, or the object if unencodable."""
+        if flight.raw is not None:
+            return self.decode(flight.raw, key)
+        return flight.value if flight.has_value else MISSING
+
+    def _lock_steps(self, key: str) -> Generator[float, tuple[bool, bytes | Missing], _Outcome]:
+        """The cross-worker waiting protocol, without I/O (shared by the sync and async paths).
+
+        Yields the delay to sleep before the next ``acquire_and_get``; is sent its result.
+        Returns ``(value, raw, acquired)``: a value (MISSING if none) and whether we hold the
+        lease (then compute under it), or neither (waited ``lock_wait``: compute unlocked).
+        """
+        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
+        delay, waited = 0.0, False
+        while True:
+            acquired, raw = yield delay
+            value = self.decode(raw, key, recheck=True)
+            if value is not MISSING:
+                return value, raw, acquired
+            if acquired:
+                return MISSING, None, True
+            if not waited:
+                waited = True
+                self.stats.lock_waits += 1
+                self.cache.stats.lock_waits += 1
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats.lock_timeouts += 1
+                self.cache.stats.lock_timeouts += 1
+                return MISSING, None, False
+            delay = min(max(delay * 1.5, _POLL_FIRST), _POLL_MAX)
+
     def _locked(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                 flight: _Flight) -> Any:
         cache = self.cache
@@ -306,34 +338,26 @@ class Engine:
             return self._run_and_store(key, args, kwargs, None, flight)
         backend = cache.backend
         lock = backend.lock(key, ttl=self.lock_ttl)
-        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
-        delay = _POLL_FIRST
-        waited = False
-        while True:
-            try:
-                acquired, raw = backend.acquire_and_get(lock, key)
-            except BackendError as exc:
-                cache.backend_failed(exc)
-                return self._run_and_store(key, args, kwargs, None, flight)
-            if raw is not MISSING:
-                value = self.decode(raw, key, recheck=True)
-                if value is not MISSING:
-                    if acquired:
-                        self._release(lock)
-                    flight.raw = raw  # type: ignore[assignment]
-                    return self.hit(value)
-            if acquired:
-                return self._run_and_store(key, args, kwargs, lock, flight)
-            if not waited:
-                waited = True
-                self.stats.lock_waits += 1
-                cache.stats.lock_waits += 1
-            if deadline is not None and time.monotonic() >= deadline:
-                self.stats.lock_timeouts += 1
-                cache.stats.lock_timeouts += 1
-                return self._run_and_store(key, args, kwargs, None, flight)
-            time.sleep(delay)
-            delay = min(delay * 1.5, _POLL_MAX)
+        steps = self._lock_steps(key)
+        delay = next(steps)
+        try:
+            while True:
+                if delay:
+                    time.sleep(delay)
+                try:
+                    result = backend.acquire_and_get(lock, key)
+                except BackendError as exc:
+                    cache.backend_failed(exc)
+                    return self._run_and_store(key, args, kwargs, None, flight)
+                delay = steps.send(result)
+        except StopIteration as done:
+            value, raw, acquired = done.value
+        if value is MISSING:
+            return self._run_and_store(key, args, kwargs, lock if acquired else None, flight)
+        if acquired:
+            self._release(lock)
+        flight.raw = raw
+        return self.hit(value)
 
     def _release(self, lock: Lock) -> None:
         try:
@@ -341,12 +365,29 @@ class Engine:
         except BackendError as exc:
             self.cache.backend_failed(exc)
 
-    def _run_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       lock: Lock | None, flight: _Flight | None = None) -> Any:
+    def _started(self, lock: Lock | None) -> float:
+        """Bookkeeping before the function runs; returns the start time."""
         self._miss_counted()
         if lock is not None:
             _renewer.add(lock)
-        start = time.perf_counter()
+        return time.perf_counter()
+
+    def _finished(self, key: str, value: Any, start: float, lock: Lock | None,
+                  flight: _Flight | None) -> bytes | None:
+        """Bookkeeping after the function returned: the encoded result, or None to skip."""
+        duration = time.perf_counter() - start
+        if lock is not None:
+            _renewer.discard(lock)
+        raw = self.encode(value, key, duration)
+        if flight is not None:
+            flight.raw, flight.value, flight.has_value = raw, value, True
+        if raw is not None and not (lock is not None or self.cache.available()):
+            return None  # the store is in its back-off window: don't even try
+        return raw
+
+    def _run_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       lock: Lock | None, flight: _Flight | None = None) -> Any:
+        start = self._started(lock)
         try:
             value = self.func(*args, **kwargs)
         except BaseException:
@@ -354,24 +395,16 @@ class Engine:
                 _renewer.discard(lock)
                 self._release(lock)  # waiters take over at once, not after the lease
             raise
-        duration = time.perf_counter() - start
-        if lock is not None:
-            _renewer.discard(lock)
-        raw = self.encode(value, key, duration)
-        if flight is not None:
-            flight.raw = raw
-            flight.value, flight.has_value = value, True
-        cache = self.cache
+        raw = self._finished(key, value, start, lock, flight)
         if raw is None:
             if lock is not None:
                 self._release(lock)
             return value
-        if cache.available() or lock is not None:
-            try:
-                cache.backend.set_and_release(key, raw, ttl=self.ttl, lock=lock)
-                self._store_counted()
-            except BackendError as exc:
-                cache.backend_failed(exc)
+        try:
+            self.cache.backend.set_and_release(key, raw, ttl=self.ttl, lock=lock)
+            self._store_counted()
+        except BackendError as exc:
+            self.cache.backend_failed(exc)
         return value
 
     # -- async path ----------------------------------------------------------------------------
@@ -397,6 +430,7 @@ class Engine:
         return await self.acompute(key, args, kwargs)
 
     async def acompute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The async twin of :meth:`compute` (tasks of one event loop share one flight)."""
         import asyncio
 
         if not self.use_lock:
@@ -404,59 +438,56 @@ class Engine:
         loop = asyncio.get_running_loop()
         fkey = (id(loop), key)
         fut = self._aflights.get(fkey)
-        if fut is not None:  # another task of this loop computes it: wait for its bytes
+        if fut is not None:  # another task of this loop computes it: wait for its result
             self.stats.lock_waits += 1
             try:
-                raw = await asyncio.wait_for(asyncio.shield(fut), self.lock_wait)
+                flight = await asyncio.wait_for(asyncio.shield(fut), self.lock_wait)
             except asyncio.TimeoutError:
                 self.stats.lock_timeouts += 1
                 return await self._arun_and_store(key, args, kwargs, None)
-            if raw is not None:
-                value = self.decode(raw, key)
-                if value is not MISSING:
-                    return self.hit(value)
+            value = self._from_flight(flight, key)
+            if value is not MISSING:
+                return self.hit(value)
             return await self.acompute(key, args, kwargs)  # the leader raised: elect a new one
         fut = self._aflights[fkey] = loop.create_future()
-        raw_out: list[bytes | None] = [None]
+        flight = _Flight()
         try:
-            return await self._alocked(key, args, kwargs, raw_out)
+            return await self._alocked(key, args, kwargs, flight)
         finally:
             self._aflights.pop(fkey, None)
             if not fut.done():
-                fut.set_result(raw_out[0])
+                fut.set_result(flight)
 
     async def _alocked(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       raw_out: list[bytes | None]) -> Any:
+                       flight: _Flight) -> Any:
         import asyncio
 
         cache = self.cache
         if not cache.available():
-            return await self._arun_and_store(key, args, kwargs, None, raw_out)
+            return await self._arun_and_store(key, args, kwargs, None, flight)
         backend = cache.backend
         lock = backend.lock(key, ttl=self.lock_ttl)
-        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
-        delay = _POLL_FIRST
-        while True:
-            try:
-                acquired, raw = await backend.aacquire_and_get(lock, key)
-            except BackendError as exc:
-                cache.backend_failed(exc)
-                return await self._arun_and_store(key, args, kwargs, None, raw_out)
-            if raw is not MISSING:
-                value = self.decode(raw, key, recheck=True)
-                if value is not MISSING:
-                    if acquired:
-                        await self._arelease(lock)
-                    raw_out[0] = raw  # type: ignore[assignment]
-                    return self.hit(value)
-            if acquired:
-                return await self._arun_and_store(key, args, kwargs, lock, raw_out)
-            if deadline is not None and time.monotonic() >= deadline:
-                self.stats.lock_timeouts += 1
-                cache.stats.lock_timeouts += 1
-                return await self._arun_and_store(key, args, kwargs, None, raw_out)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, _POLL_MAX)
+        steps = self._lock_steps(key)
+        delay = next(steps)
+        try:
+            while True:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    result = await backend.aacquire_and_get(lock, key)
+                except BackendError as exc:
+                    cache.backend_failed(exc)
+                    return await self._arun_and_store(key, args, kwargs, None, flight)
+                delay = steps.send(result)
+        except StopIteration as done:
+            value, raw, acquired = done.value
+        if value is MISSING:
+            return await self._arun_and_store(key, args, kwargs, lock if acquired else None,
+                                              flight)
+        if acquired:
+            await self._arelease(lock)
+        flight.raw = raw
+        return self.hit(value)
 
     async def _arelease(self, lock: Lock) -> None:
         try:
@@ -465,11 +496,8 @@ class Engine:
             self.cache.backend_failed(exc)
 
     async def _arun_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                              lock: Lock | None, raw_out: list[bytes | None] | None = None) -> Any:
-        self._miss_counted()
-        if lock is not None:
-            _renewer.add(lock)
-        start = time.perf_counter()
+                              lock: Lock | None, flight: _Flight | None = None) -> Any:
+        start = self._started(lock)
         try:
             coro: Awaitable[Any] = self.func(*args, **kwargs)
             value = await coro
@@ -480,21 +508,14 @@ class Engine:
                 _renewer.discard(lock)
                 await asyncio.shield(self._arelease(lock))
             raise
-        duration = time.perf_counter() - start
-        if lock is not None:
-            _renewer.discard(lock)
-        raw = self.encode(value, key, duration)
-        if raw_out is not None:
-            raw_out[0] = raw
-        cache = self.cache
+        raw = self._finished(key, value, start, lock, flight)
         if raw is None:
             if lock is not None:
                 await self._arelease(lock)
             return value
-        if cache.available() or lock is not None:
-            try:
-                await cache.backend.aset_and_release(key, raw, ttl=self.ttl, lock=lock)
-                self._store_counted()
-            except BackendError as exc:
-                cache.backend_failed(exc)
+        try:
+            await self.cache.backend.aset_and_release(key, raw, ttl=self.ttl, lock=lock)
+            self._store_counted()
+        except BackendError as exc:
+            self.cache.backend_failed(exc)
         return value

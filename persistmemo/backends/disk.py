@@ -258,14 +258,11 @@ class DiskBackend(BaseBackend):
             return super().acquire_and_get(lock, key)
         cache = self.cache
         try:
-            # Waiters call this in a polling loop: read first, and write (take the lease) only
-            # when the entry is still missing and nobody holds a live lease.
-            value = self.get(key)
-            if value is not MISSING:
-                return False, value
+            # Waiters call this in a polling loop: while a live lease exists, only read (no
+            # write transaction per poll); otherwise take the lease and re-read atomically.
             row = cache._con.execute(_SELECT, (lock.key, time.time())).fetchone()
             if row is not None:
-                return False, MISSING
+                return False, self.get(key)
             with cache.transact(retry=True):
                 acquired = bool(cache.add(lock.key, lock._value, expire=lock.ttl))
                 return acquired, self.get(key)
