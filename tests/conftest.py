@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,14 @@ def backend(
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def empty_cache(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Yield a persistmemo.Cache on a fresh, empty backend of the given kind."""
+    from persistmemo import Cache
+
+    backend = make_backend(kind, request, tmp_path)
+    backend.clear("")
+    c = Cache(backend)
+    yield c
+    c.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import empty_cache
 
 import persistmemo
 from persistmemo import Cache, KeyEncodingError, UncacheableResultWarning, memoize
@@ -30,11 +30,7 @@ from persistmemo.errors import ConfigurationError
 @pytest.fixture(params=["memory", "disk", "redis", "cluster"])
 def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A Cache on every backend kind, empty."""
-    backend = make_backend(request.param, request, tmp_path)
-    backend.clear("")
-    c = Cache(backend)
-    yield c
-    c.close()
+    yield from empty_cache(request.param, request, tmp_path)
 
 
 def counted(c: Cache, **opts: Any) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_backend
+from conftest import empty_cache
 
 from persistmemo import Cache
 
@@ -30,11 +30,7 @@ def _location(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(params=["memory", "disk", "redis"])
 def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A Cache on every backend kind, empty."""
-    backend = make_backend(request.param, request, tmp_path)
-    backend.clear("")
-    c = Cache(backend)
-    yield c
-    c.close()
+    yield from empty_cache(request.param, request, tmp_path)
 
 
 def _executions(log: Path) -> list[str]:

@@ -331,12 +331,15 @@ class DiskLock(BaseLock):
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._store._fail(exc, "lock") from exc
 
-    def _release_in_txn(self, cache: diskcache.Cache) -> bool:
+    def _owned(self, cache: diskcache.Cache) -> bool:
+        """Whether this token holds the lease (call inside a transaction)."""
         try:
-            current = cache.get(self.key, MISSING)
+            return bool(cache.get(self.key, MISSING) == self._value)
         except _Refused:
-            current = MISSING
-        if current != self._value:
+            return False
+
+    def _release_in_txn(self, cache: diskcache.Cache) -> bool:
+        if not self._owned(cache):
             return False
         cache.delete(self.key)
         return True
@@ -347,11 +350,7 @@ class DiskLock(BaseLock):
             with cache.transact(retry=True):
                 if action == "release":
                     return self._release_in_txn(cache)
-                try:
-                    current = cache.get(self.key, MISSING)
-                except _Refused:
-                    current = MISSING
-                if current != self._value:
+                if not self._owned(cache):
                     return False
                 cache.set(self.key, self._value, expire=self.ttl)
                 return True
