@@ -1615,7 +1615,7 @@ def bench_stampede(report: Report, cfg: Settings, tmp: Path, server: RedisServer
     sec = report.section(10, "Stampede: waiter wake-up and takeover after SIGKILL",
                          "Wake-up latency = a waiter's return minus the end of the leader's "
                          "store (`set_and_release`), on one monotonic clock. Threads share "
-                         "the in-process flight; processes poll the store (2-25 ms back-off). "
+                         "the in-process flight; processes poll the store (2-10 ms back-off). "
                          "Takeover: the lease holder (lock_ttl=2 s) is SIGKILLed 0.2 s after "
                          "it started computing; time until a waiter starts computing.")
     specs: dict[str, tuple[str, str]] = {"disk": ("disk", str(tmp / "stampede-disk"))}
@@ -1668,8 +1668,8 @@ def bench_stampede(report: Report, cfg: Settings, tmp: Path, server: RedisServer
                 t.add(f"takeover after SIGKILL ({name})", na(exc), "", "", "")
     sec.notes.append("Processes are started with the `spawn` method and open their store before "
                      "the clock starts. A waiter process re-checks the store with a back-off of "
-                     "2 ms growing to 25 ms, so after a 0.4 s computation its wake-up is up to "
-                     "one 25 ms interval (≈ 12.5 ms on average; waiters started together poll in "
+                     "2 ms growing to 10 ms, so after a 0.4 s computation its wake-up is up to "
+                     "one 10 ms interval (≈ 5 ms on average; waiters started together poll in "
                      "step, so samples of one trial are correlated). A lease lapses `lock_ttl` "
                      "after it was taken (the holder is killed before its first renewal at "
                      "lock_ttl/3).")
