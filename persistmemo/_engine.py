@@ -273,8 +273,8 @@ class Engine:
         """Compute (once per process and, with the lock, once across workers) and store."""
         if not self.use_lock:
             return self._run_and_store(key, args, kwargs, None)
-        if os.getpid() != self._pid:  # forked: the parent's flights are not ours
-            self._flights, self._pid = {}, os.getpid()
+        if os.getpid() != self._pid:  # forked: the parent's flights (and mutex) are not ours
+            self._flights, self._mutex, self._pid = {}, threading.Lock(), os.getpid()
         with self._mutex:
             flight = self._flights.get(key)
             leader = flight is None
