@@ -76,6 +76,14 @@ class BackendContract:
         assert got[:-1] == [v for _, v in items]
         assert got[-1] is MISSING
 
+    def test_get_many_large_batch(self, backend: Any) -> None:
+        """A batch larger than any internal chunk (1,200 keys, some absent) stays aligned."""
+        items = [(f"pm:1:t:big:x:{i}", str(i).encode()) for i in range(0, 1200, 2)]
+        backend.set_many(items, ttl=None)
+        keys = [f"pm:1:t:big:x:{i}" for i in range(1200)]
+        got = backend.get_many(keys)
+        assert got == [str(i).encode() if i % 2 == 0 else MISSING for i in range(1200)]
+
     def test_clear_prefix_only(self, backend: Any) -> None:
         """clear(prefix) deletes exactly the keys under the prefix, never its neighbours."""
         keys = ["pm:1:tenant:f:1", "pm:1:tenant:f:2", "pm:1:tenantB:f:1", "pm:1:tenan:f:1",
