@@ -251,7 +251,7 @@ class DiskBackend(BaseBackend):
             rows = sql("SELECT key FROM Cache").fetchall()
         return [r[0] for r in rows if isinstance(r[0], str)]
 
-    def clear(self, prefix: str) -> int:
+    def clear(self, prefix: str = "") -> int:
         try:
             if not prefix:
                 return int(self.cache.clear(retry=True))
@@ -262,7 +262,7 @@ class DiskBackend(BaseBackend):
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "clear") from exc
 
-    def keys(self, prefix: str) -> Iterator[str]:
+    def keys(self, prefix: str = "") -> Iterator[str]:
         try:
             found = self._keys_in_range(prefix)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:

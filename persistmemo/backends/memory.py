@@ -52,14 +52,14 @@ class MemoryBackend(BaseBackend):
         with self._mutex:
             return self._data.pop(key, None) is not None
 
-    def clear(self, prefix: str) -> int:
+    def clear(self, prefix: str = "") -> int:
         with self._mutex:
             doomed = [k for k in self._data if k.startswith(prefix)]
             for k in doomed:
                 del self._data[k]
         return len(doomed)
 
-    def keys(self, prefix: str) -> Iterator[str]:
+    def keys(self, prefix: str = "") -> Iterator[str]:
         with self._mutex:
             found = [k for k in self._data if k.startswith(prefix)]
         for k in found:

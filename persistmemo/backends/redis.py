@@ -353,7 +353,7 @@ class RedisBackend(BaseBackend):
         with self._guard:
             return bool(self._sync().unlink(key))
 
-    def keys(self, prefix: str) -> Iterator[str]:
+    def keys(self, prefix: str = "") -> Iterator[str]:
         """Yield the entry keys starting with ``prefix`` (SCAN each primary; leases skipped)."""
         with self._guard:
             for node in self._nodes():
@@ -361,7 +361,7 @@ class RedisBackend(BaseBackend):
                     if not key.endswith(_LOCK_BYTES):
                         yield key.decode("utf-8", "replace")
 
-    def clear(self, prefix: str) -> int:
+    def clear(self, prefix: str = "") -> int:
         """Delete keys starting with ``prefix``, leases too (SCAN + UNLINK); return the count."""
         removed, pattern = 0, _GLOB.sub(r"\\\1", prefix) + "*"
         with self._guard:
