@@ -1350,7 +1350,7 @@ def bench_map(report: Report, cfg: Settings, tmp: Path, server: RedisServer | No
               at_most=False)
     sec.notes.append("Single calls hit the key memo of small arguments; both sides decode "
                      f"{cfg.map_n} entries. The floor uses the backend's own `get_many` (Redis: "
-                     "one `MGET`; disk: one `get` per key, as diskcache has no batched read).")
+                     "one `MGET`; disk: one indexed `SELECT ... IN (...)` per 500 keys).")
 
 
 # ---------------------------------------------------------------------------------------------
