@@ -178,9 +178,6 @@ class Engine:
         self._pid = os.getpid()
 
     # -- shared helpers ----------------------------------------------------------------------
-    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self.keys(args, kwargs)
-
     def _warn_once(self, tag: str, message: str, *args: Any) -> None:
         if tag not in self._warned:
             self._warned.add(tag)

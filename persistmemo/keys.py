@@ -238,12 +238,6 @@ class KeyBuilder:
             out += b">"
         return out
 
-    def canonical(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """Return the canonical bytes digested into the key of this call."""
-        if self.custom_key is not None:
-            return bytes(self._encode_call((self.custom_key(*args, **kwargs),), ("key=",)))
-        return bytes(self._encode_call(self.bind(args, kwargs), self.names))
-
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Return the key string of ``func(*args, **kwargs)``."""
         if not kwargs and self.custom_key is None and not self._cells:

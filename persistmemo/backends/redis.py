@@ -220,7 +220,7 @@ class RedisBackend(BaseBackend):
     """Bytes store on Redis or Redis Cluster, given a URL or an existing sync client.
 
     The timeouts (seconds) apply to clients built from a URL; an existing client keeps its own
-    settings. ``raise_errors`` is only stored: the engine decides whether to fail open.
+    settings. Whether errors fail open is the engine's decision (``Cache(fail_open=...)``).
     """
 
     def __init__(
@@ -229,13 +229,11 @@ class RedisBackend(BaseBackend):
         *,
         socket_timeout: float = 0.5,
         connect_timeout: float = 0.5,
-        raise_errors: bool = False,
         **unknown: Any,
     ) -> None:
         if unknown:
-            known = "socket_timeout, connect_timeout, raise_errors"
+            known = "socket_timeout, connect_timeout"
             raise ConfigurationError(f"unknown Redis backend option(s) {sorted(unknown)} ({known})")
-        self.raise_errors = raise_errors
         self._lock, self._pid = threading.Lock(), os.getpid()
         self._aclients: dict[int, _AsyncConn] = {}
         self._client: Any = None
