@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import datetime as _dt
 
     from persistmemo._cache import Cache
+    from persistmemo._fingerprint import Dependency
     from persistmemo.codec import Serializer
 
 __all__ = ["AsyncMemoized", "Memoized", "memoize"]
@@ -22,7 +23,7 @@ __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _OPTIONS = frozenset({"ttl", "version", "ignore", "namespace", "key", "serializer", "lock",
-                      "lock_ttl", "lock_wait"})
+                      "lock_ttl", "lock_wait", "ignore_deps", "depends_on"})
 
 
 class _MemoizedBase(Generic[P, R]):
@@ -48,7 +49,9 @@ class _MemoizedBase(Generic[P, R]):
             check_namespace(namespace)
         seconds(options.get("ttl"), "ttl")
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
-                               ignore=options.get("ignore") or (), key=options.get("key"))
+                               ignore=options.get("ignore") or (), key=options.get("key"),
+                               ignore_deps=options.get("ignore_deps") or (),
+                               depends_on=options.get("depends_on") or ())
         self._engine: Engine | None = None
 
     def _start(self) -> Engine:
@@ -81,6 +84,14 @@ class _MemoizedBase(Generic[P, R]):
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
         return self.keys.describe(args, kwargs)
+
+    def dependencies(self) -> dict[str, Dependency]:
+        """Return what the code fingerprint covers: ``{name: Dependency(kind, digest)}``.
+
+        ``kind`` is ``"code"`` (a user function/class), ``"value"`` (a global or closure
+        value), ``"library"`` (by qualified name) or ``"missing"`` (an unbound global).
+        """
+        return self.keys.dependencies()
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the stored result of ``f(*args, **kwargs)``; return whether there was one."""
@@ -166,6 +177,8 @@ class Memoized(_MemoizedBase[P, R]):
             try:
                 cache.backend.set_many(list(todo.items()), ttl=engine.ttl)
                 engine.stats.stores += len(todo)
+                if self.keys._manifest_pending:
+                    engine._store_manifest()
             except BackendError as exc:
                 cache.backend_failed(exc)
         return results
@@ -190,7 +203,7 @@ class AsyncMemoized(_MemoizedBase[P, R]):
 
 
 _ASYNC_ATTRS = ("cache_key", "explain_key", "invalidate", "cache_clear", "cache_info", "refresh",
-                "keys")
+                "keys", "dependencies")
 
 
 def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> Any:
@@ -267,6 +280,8 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    ignore_deps: Iterable[str] = ...,
+    depends_on: Iterable[Any] = ...,
     cache: Cache | None = ...,
 ) -> _Decorator: ...
 
@@ -288,10 +303,15 @@ def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        ignore_deps: global or closure variable names left out of the code fingerprint (a
+            counter, ``t0 = time.time()``, a run id).
+        depends_on: extra objects whose identity joins the fingerprint: values, functions,
+            or modules (an installed one by its version, a user module by its source).
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,
-    ``cache_clear()``, ``cache_info()``, ``refresh()``, ``map()`` and ``__wrapped__``.
+    ``cache_clear()``, ``cache_info()``, ``refresh()``, ``map()``, ``dependencies()`` and
+    ``__wrapped__``.
 
     Example:
         >>> import persistmemo

@@ -230,6 +230,20 @@ class Engine:
     def _store_counted(self) -> None:
         self.stats.stores += 1
         self.cache.stats.stores += 1
+        if self.keys._manifest_pending:
+            self._store_manifest()
+
+    def _store_manifest(self) -> None:
+        """Record the fingerprint's dependency manifest once (for "why did this miss")."""
+        record = self.keys.take_manifest()
+        if record is not None:
+            try:
+                raw = self.codec.encode(record[1], key=record[0], created=time.time(),
+                                        duration=0.0)
+                self.cache.backend.set(record[0], raw, ttl=None)
+            except (BackendError, SerializationError) as exc:
+                _log().debug("persistmemo: manifest of %s not stored: %s", self.keys.identity,
+                             exc)
 
     # -- sync path -----------------------------------------------------------------------------
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,7 @@ from persistmemo import KeyEncodingError, register_key_encoder
 from persistmemo.errors import ConfigurationError
 from persistmemo.keys import KeyBuilder, canonical_bytes, code_fingerprint, function_identity
 
-KEY_RE = re.compile(r"^pm:1:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[0-9a-f]{64}$")
+KEY_RE = re.compile(r"^pm:2:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[0-9a-f]{64}$")
 
 
 def f3(a, b=0, c=None):
@@ -39,10 +40,10 @@ def key_of(func: Any, *args: Any, **kwargs: Any) -> str:
 
 
 def test_key_format_is_readable_and_fixed() -> None:
-    """A key is pm:1:<namespace>:<module.qualname>:<fingerprint>:<64 hex>."""
+    """A key is pm:2:<namespace>:<module.qualname>:<fingerprint>:<64 hex>."""
     k = key_of(f3, 1)
     assert KEY_RE.match(k), k
-    assert k.startswith("pm:1:default:test_keys.f3:")
+    assert k.startswith("pm:2:default:test_keys.f3:")
     assert len(k) < 140
 
 
@@ -218,7 +219,7 @@ def test_self_referencing_list_is_refused_not_recursion_error() -> None:
     """A list that contains itself raises KeyEncodingError, not RecursionError."""
     x: list[Any] = []
     x.append(x)
-    with pytest.raises(KeyEncodingError, match="nested deeper"):
+    with pytest.raises(KeyEncodingError, match="contains itself"):
         canonical_bytes(x)
 
 
@@ -324,22 +325,22 @@ def test_golden_keys(index: int) -> None:
     """Keys of fixed calls are pinned: a change here orphans every stored entry."""
     value, _ = GOLDEN_VALUES[index]
     key = golden_builder()((value,), {})
-    assert key.startswith("pm:1:default:test_keys.golden_builder.%3Clocals%3E.golden:v-golden:")
+    assert key.startswith("pm:2:default:test_keys.golden_builder.%3Clocals%3E.golden:v-golden:")
     assert key.rsplit(":", 1)[1] == GOLDEN_DIGESTS[index]
 
 
 GOLDEN_DIGESTS = [
-    "95b4ffd38c9baacc354cf1a663057335f218ab02fa72bdeb0b5da31bfccea53c",
-    "94f0c7c9ae47b91320663c65389fb5b2c86eee2a1ceaa8fae5fa58a0fde7858c",
-    "b7f89de9e48bcea3e76eed89ccb0169482504a2b6cb121204fb5bb07b8f3887a",
-    "b7531fe1495788eed9b90ba2151f2d2c5825075d545a4c6b1ea2a48f2536826d",
-    "2cd806c1d20815b6396d3ae5bd5f6bc069508dac3b478aa695d9a37f87872120",
-    "4e2d60b25a469d99fbbbd801ba50dff639dbd68694c3df2d7424532957111223",
-    "881971f5ff950bcf9b013b9bbb51bac01397aa16b83bc9055f2a176ce2fc9f3c",
-    "e4f20dc656e7f653f25d24465e8f1cfb10e593f37381c0bdbbb550debfc92f00",
-    "f797457ba95daf7b42570c6da5fcf770a1696c500ea07de9ecc42f288cd29a60",
-    "d0e6674bde74bf9228cdbd5fcb29794f876fa12d23eca26ff8e7319fd9af5b6e",
-    "435ca23d3df2afcaa30f72ffa4425f1940840705475c8524c0b37e76d4af6266",
+    "93f252d68dd7728585752e70703b7f36929bc41a14b01d129a18a6934fb60d09",
+    "961e668b85e53e922357b40eaa9f6e9e7b956ca58e9a9e62dda1d75646fb5aab",
+    "fff3a2da1771559fc87831ab6185a7f22ab92825f6fa6a317206da443b9bdff6",
+    "9d2daf332f9c9e620c9a351568a2ee722c1bc8750e2e1421b89b528a40f45dd7",
+    "d73f96177e3866aed10ef640758170281a82165f86d708b272d2b1c03964f4f7",
+    "e12427860600db69e7207c922a512be53e999a877b876e1c57d52152a9071d5c",
+    "57c2a7da318766f950c1331621fa40b4021e14668a883a941b99807de9205afb",
+    "dcaa63d3f9e0c0dad585ef7e0dac8d1e4bcff9f1b335e6ed9ab91332d5dfecdb",
+    "883db2d1b2741ee09c3145dfa2e77b32d5a470c66babded83ebfd637293daf56",
+    "f5626dee797d8be7c2c15768ea00fee9f4e510f7bf19916ab0948e7669874767",
+    "30b4c5bef6baf2ddcc6d819655bfc059e0b06c72bc4b418fd5591aab275d048d",
 ]
 
 # -- hypothesis -------------------------------------------------------------------------------
@@ -399,9 +400,10 @@ def test_dict_order_property(d: dict[str, int], rnd: Any) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(values, max_size=4))
 def test_concatenation_is_unambiguous(parts: list[Any]) -> None:
-    """The encoding of a tuple determines its parts (self-delimiting)."""
-    assert canonical_bytes(tuple(parts)) == b"(" + len(parts).to_bytes(8, "big") + b"".join(
-        canonical_bytes(p) for p in parts)
+    """The encoding of a tuple is its parts, self-delimiting (a long one: their digest)."""
+    full = b"(" + len(parts).to_bytes(8, "big") + b"".join(canonical_bytes(p) for p in parts)
+    expected = full if len(full) <= 64 or not parts else b"H" + blake3(full).digest()
+    assert canonical_bytes(tuple(parts)) == expected
 
 
 STABILITY_SCRIPT = """
@@ -430,4 +432,4 @@ def test_keys_stable_across_processes_and_hash_seeds() -> None:
                              text=True, timeout=60, check=True)
         outs.add(res.stdout.strip())
     assert len(outs) == 1
-    assert outs.pop().count("pm:1:") == 7
+    assert outs.pop().count("pm:2:") == 7
