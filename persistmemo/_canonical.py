@@ -44,10 +44,11 @@ _encoders: dict[type, Callable[[Any], Any]] = {}
 class _Unencodable(Exception):
     """Raised inside the encoder; carries the offending type and the path inside the argument."""
 
-    def __init__(self, obj: Any, reason: str = "") -> None:
+    def __init__(self, obj: Any, reason: str = "", *, hook: bool = False) -> None:
         super().__init__(reason)
         self.type_name = _qualname(type(obj))
         self.reason = reason
+        self.hook = hook  # a user hook failed (the fix is in the hook, not a new encoder)
         self.path: list[str] = []
 
 
@@ -306,10 +307,10 @@ def _call_hook(what: str, fn: Callable[[Any], Any], v: Any) -> Any:
     try:
         result = fn(v)
     except Exception as exc:  # a raising hook must not make every call silently uncached
-        raise _Unencodable(v, f"{what} raised {type(exc).__name__}: {exc}") from exc
+        raise _Unencodable(v, f"{what} raised {type(exc).__name__}: {exc}", hook=True) from exc
     if result is v:
         raise _Unencodable(v, f"{what} returned the object itself; return the state that "
-                              f"determines the result (e.g. a tuple of fields)")
+                              f"determines the result (e.g. a tuple of fields)", hook=True)
     return result
 
 
@@ -341,7 +342,9 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
         _enc_tagged(b"R", cls, v, lambda: _call_hook(name, custom, v), out, depth)
         return
     mod = cls.__module__
-    if mod == "numpy" or mod.startswith("numpy."):
+    numpy = sys.modules.get("numpy")
+    if mod == "numpy" or mod.startswith("numpy.") or (
+            numpy is not None and isinstance(v, numpy.ndarray)):
         from persistmemo._npkeys import enc_numpy
 
         enc_numpy(v, out, depth)
@@ -386,6 +389,11 @@ def _key_error(e: _Unencodable, param: str, func: str = "") -> KeyEncodingError:
     where = param + "".join(reversed(e.path))
     owner = f" of {func}()" if func else ""
     detail = f" ({e.reason})" if e.reason else ""
+    if e.hook:
+        return KeyEncodingError(
+            f"cannot build a cache key: argument {where!r}{owner} has type {e.type_name}, and "
+            f"{e.reason}. Fix that hook, or leave the argument out of the key with "
+            f"ignore=[{param!r}].", parameter=where, type_name=e.type_name)
     return KeyEncodingError(
         f"cannot build a cache key: argument {where!r}{owner} has type {e.type_name}, which has "
         f"no canonical encoding{detail}. Fix: make it a dataclass or give the class a "

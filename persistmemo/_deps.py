@@ -336,7 +336,7 @@ class Resolver:
             if not (isinstance(obj, types.ModuleType) and is_user_module(obj.__name__)):
                 break
             d = vars(obj)
-            name = f"{module_name(obj.__name__)}.{attr}"
+            name = f"{name}.{attr}"  # the chain as written: helpers.normalize
             if self._skip(attr, name):
                 return
             obj = d.get(attr, _ABSENT)

@@ -121,6 +121,7 @@ class KeyBuilder:
         self.names = tuple(p.name for p in params if p.name not in self.ignore)
         self.prefix = f"pm:{KEY_FORMAT}:{_escape(namespace)}:{_escape(self.identity)}:"
         self._fingerprint: str | None = None
+        self._full: str | None = None  # the fingerprint digest the prefix was built from
         self.version_prefix = ""
         self._seed = b""
         self._manifest_pending = False
@@ -155,15 +156,20 @@ class KeyBuilder:
         self._seed = (f"pm{KEY_FORMAT}\0{self.namespace}\0{self.identity}\0{full}\0"
                       .encode("utf-8", "surrogatepass"))
         self.version_prefix = f"{self.prefix}{fp_field}:"
+        self._full = full
         self._memo = {}
         self._fingerprint = fp_field
         self._manifest_pending = self.version is None
 
     def _check(self) -> None:
         # Hot path: identity checks of the tracked bindings (a few dict lookups).
-        if self._fingerprint is None or (
-                self.version is None and self.fingerprint_of.revalidate()):
+        if self._fingerprint is None:
             self._refresh()
+        elif self.version is None:
+            fp = self.fingerprint_of
+            fp.revalidate()
+            if fp._digest is not self._full:  # rebound (maybe seen first by dependencies())
+                self._refresh()
 
     def dependencies(self) -> dict[str, Dependency]:
         """Return what the fingerprint covers: ``{name: Dependency(kind, digest)}``."""
