@@ -34,8 +34,6 @@ __all__ = ["Resolver"]
 
 _MAX_DEPTH = 40  # code reached through more helpers than this is recorded without descending
 _MAX_OBJECTS = 5000
-_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
-_ATTRS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 
 
 def _short(data: bytes | str) -> str:
@@ -43,22 +41,51 @@ def _short(data: bytes | str) -> str:
     return blake3(raw).hexdigest()[:32]
 
 
-def global_chains(code: Any) -> list[tuple[str, ...]]:
-    """Dotted name chains the code loads from globals (``("helpers", "normalize")``)."""
+def _opcodes() -> tuple[int, ...]:
     import dis
 
+    op = dis.opmap
+    return (op["LOAD_GLOBAL"], op["LOAD_NAME"], op["LOAD_ATTR"], op.get("LOAD_METHOD", -1),
+            op["EXTENDED_ARG"], op.get("CACHE", -1))
+
+
+_OPS: tuple[int, ...] | None = None
+# How the name index is packed in the oparg (3.11+: LOAD_GLOBAL; 3.12+: LOAD_ATTR too).
+_GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0
+_ATTR_SHIFT = 1 if sys.version_info >= (3, 12) else 0
+
+
+def global_chains(code: Any) -> list[tuple[str, ...]]:
+    """Dotted name chains the code loads from globals (``("helpers", "normalize")``).
+
+    A scan of ``co_code`` (2-byte instructions since 3.6; inline CACHE entries skipped), in the
+    code object and every nested one. Only names are read from the bytecode, never hashed.
+    """
+    global _OPS
+    if _OPS is None:
+        _OPS = _opcodes()
+    load_global, load_name, load_attr, load_method, extended, cache = _OPS
     chains: list[tuple[str, ...]] = []
     stack = [code]
     while stack:
         co = stack.pop()
+        names, raw = co.co_names, co.co_code
         cur: list[str] | None = None
-        for ins in dis.get_instructions(co):
-            if ins.opname in _LOADS:
+        ext = 0
+        for i in range(0, len(raw), 2):
+            op, arg = raw[i], raw[i + 1] | ext
+            if op == extended:
+                ext = arg << 8
+                continue
+            ext = 0
+            if op == cache:
+                continue
+            if op in (load_global, load_name):
                 if cur is not None:
                     chains.append(tuple(cur))
-                cur = [str(ins.argval)]
-            elif ins.opname in _ATTRS and cur is not None:
-                cur.append(str(ins.argval))
+                cur = [names[arg >> _GLOBAL_SHIFT if op == load_global else arg]]
+            elif cur is not None and op in (load_attr, load_method):
+                cur.append(names[arg >> _ATTR_SHIFT if op == load_attr else arg])
             elif cur is not None:
                 chains.append(tuple(cur))
                 cur = None

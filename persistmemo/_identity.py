@@ -54,26 +54,11 @@ def function_identity(func: Callable[..., Any]) -> str:
 
 
 def _library_dirs() -> tuple[str, ...]:
-    import site
-    import sysconfig
-
-    dirs = set()
-    paths = sysconfig.get_paths()
-    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
-        if paths.get(name):
-            dirs.add(paths[name])
-    for getter in ("getsitepackages", "getusersitepackages"):
-        try:
-            found = getattr(site, getter)()
-        except Exception:
-            continue
-        dirs.update([found] if isinstance(found, str) else found)
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        dirs.add(os.path.join(prefix, "lib"))
-    out = {os.path.realpath(d) for d in dirs if d}
-    # A user directory that merely contains the venv must not be a library dir: keep lib paths
-    # only (the prefix itself is never added).
-    return tuple(sorted(d.rstrip(os.sep) + os.sep for d in out))
+    # The standard library is the directory of `os` (lib-dynload lies inside it); installed
+    # packages are recognised by their site-/dist-packages path component. (sysconfig would
+    # cost ~5 ms at the first call.)
+    stdlib = os.path.dirname(os.path.realpath(os.__file__))
+    return (stdlib.rstrip(os.sep) + os.sep,)
 
 
 _LIB_DIRS: tuple[str, ...] | None = None
