@@ -140,9 +140,12 @@ def _find(obj: Any) -> ast.AST | None:
     if isinstance(obj, type):
         module = sys.modules.get(obj.__module__)
         file = getattr(module, "__file__", None)
+        if not isinstance(file, str):  # a notebook or REPL class: the file of its methods
+            codes = [v.__code__ for v in vars(obj).values() if hasattr(v, "__code__")]
+            file = codes[0].co_filename if codes else None
         if not isinstance(file, str):
             return None
-        index = _index(file, vars(module))
+        index = _index(file, vars(module) if module is not None else None)
         classes = index[1].get(obj.__qualname__, []) if index is not None else []
         return classes[0] if len(classes) == 1 else None
     return None
