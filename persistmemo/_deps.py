@@ -17,6 +17,7 @@ cell of a helper as ``helper_name.cell``.
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import sys
 import types
@@ -24,7 +25,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from persistmemo._canonical import _state, _text, _Unencodable
+from persistmemo._canonical import _qualname, _state, _text, _Unencodable
 from persistmemo._fingerprint import _ABSENT, Dependency
 from persistmemo._identity import function_identity, is_persistmemo, is_user_module, module_name
 from persistmemo._source import code_text
@@ -241,10 +242,20 @@ class Resolver:
         if cached is not None and cached[0] is obj:
             dep: Dependency = cached[1]
             return dep
-        if not is_user_module(type(obj).__module__) and not _encodable_type(obj):
-            dep = Dependency("library", _short(_library_name(obj)))  # a logger, a client...
+        if isinstance(obj, functools.partial):  # its function by code, its arguments by value
+            obj_value: Any = ("functools.partial", obj.func, obj.args, obj.keywords)
         else:
-            dep = Dependency("value", _short(self._encode(obj, name)))
+            obj_value = obj
+        try:
+            dep = Dependency("value", _short(self._encode(obj_value, name)))
+        except _Unencodable as e:
+            # A library object with no encoding at all (a logger, a client, a session) is
+            # keyed by its type's name; a user-class instance, or a value refused for a reason
+            # (an object array), is an error naming the variable.
+            if e.path or e.reason or is_user_module(type(obj).__module__) or \
+                    e.type_name != _qualname(type(obj)):
+                raise self._error(name, e) from None
+            dep = Dependency("library", _short(_library_name(obj)))
         self.memo[id(obj)] = (obj, dep, False)
         return dep
 
@@ -256,8 +267,6 @@ class Resolver:
         _state.fallback = lambda v, o: self._fallback(v, o, name)
         try:
             _enc(obj, out, 0)
-        except _Unencodable as e:
-            raise self._error(name, e) from None
         except RecursionError:
             raise KeyEncodingError(f"cannot fingerprint {self._where}(): {name!r} is nested too "
                                    f"deeply; leave it out with ignore_deps=") from None
@@ -282,6 +291,8 @@ class Resolver:
     def _error(self, name: str, e: _Unencodable) -> KeyEncodingError:
         short = e.type_name.rsplit(".", 1)[-1]
         var = name.split(".")[-1].split("<")[0]
+        if var.endswith("=)"):  # a helper's default value: helper(param=)
+            var = var[var.index("(") + 1:-2]
         detail = f" ({e.reason})" if e.reason else ""
         where = name + "".join(reversed(e.path))
         return KeyEncodingError(
@@ -348,7 +359,9 @@ class Resolver:
         names = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
         items = list(zip(names, defaults)) + sorted((fn.__kwdefaults__ or {}).items())
         for pname, value in items:
-            self._visit(value, f"{label}({pname}=)")
+            full = f"{label}({pname}=)"
+            if not self._skip(pname, full):
+                self._visit(value, full)
 
     def _global(self, g: dict[str, Any], chain: tuple[str, ...], scope: str) -> None:
         root = chain[0]
@@ -390,6 +403,8 @@ class Resolver:
                     self._visit(base, f"{module_name(base.__module__)}.{base.__qualname__}")
             for attr, value in sorted(vars(cls).items()):
                 for fn in _functions_of(value):
+                    if not is_user_module(fn.__module__):
+                        continue  # inherited machinery (enum, dataclasses...)
                     if has_source and str(fn.__code__.co_filename).startswith("<"):
                         continue  # generated (dataclass __init__...): the class source covers it
                     self._visit(fn, f"{name}.{attr}")
@@ -405,23 +420,3 @@ def _functions_of(value: Any) -> list[Any]:
         found = (value.fget, value.fset, value.fdel)
         return [f for f in found if isinstance(f, types.FunctionType)]
     return [value] if isinstance(value, types.FunctionType) else []
-
-
-def _encodable_type(obj: Any) -> bool:
-    """Whether a library object's type has a canonical encoding (else: keyed by name)."""
-    from persistmemo._canonical import _DISPATCH, _STDLIB, _encoders
-
-    cls = type(obj)
-    if cls in _DISPATCH or (cls.__module__, cls.__qualname__) in _STDLIB:
-        return True
-    if any(b in _encoders for b in cls.__mro__) or hasattr(cls, "__persistmemo_key__"):
-        return True
-    mod = cls.__module__
-    if mod == "numpy" or mod.startswith("numpy."):
-        return True
-    if hasattr(cls, "__dataclass_fields__") or (isinstance(obj, tuple) and hasattr(cls, "_fields")):
-        return True
-    enum = sys.modules.get("enum")
-    pathlib = sys.modules.get("pathlib")
-    return bool((enum and isinstance(obj, enum.Enum))
-                or (pathlib and isinstance(obj, pathlib.PurePath)))

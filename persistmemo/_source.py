@@ -121,7 +121,14 @@ def _same_lambda(lam: ast.Lambda, code: Any) -> bool:
         return False
     inner = next((c for c in compiled.co_consts if inspect.iscode(c)), None)
     return inner is not None and inner.co_code == code.co_code and \
-        inner.co_names == code.co_names and inner.co_varnames == code.co_varnames
+        inner.co_names == code.co_names and inner.co_varnames == code.co_varnames and \
+        _plain_consts(inner) == _plain_consts(code)
+
+
+def _plain_consts(code: Any) -> list[Any]:
+    import inspect
+
+    return [(type(c), c) for c in code.co_consts if not inspect.iscode(c)]
 
 
 def _find(obj: Any) -> ast.AST | None:
@@ -133,7 +140,13 @@ def _find(obj: Any) -> ast.AST | None:
         if code.co_name == "<lambda>":
             found = _lambdas(index, _TREES[code.co_filename][0], code.co_firstlineno)
             if len(found) > 1:  # several lambdas on one line: the one whose code matches
-                found = [lam for lam in found if _same_lambda(lam, code)]
+                exact = [lam for lam in found if _same_lambda(lam, code)]
+                args = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+                found = exact or [lam for lam in found
+                                  if tuple(a.arg for a in (*lam.args.args, *lam.args.kwonlyargs))
+                                  == args]
+                if len(found) > 1 and not exact:
+                    return None  # ambiguous: the bytecode fallback keeps them apart
             return found[0] if found else None
         funcs = index[0].get((code.co_firstlineno, code.co_name), [])
         return funcs[0] if len(funcs) == 1 else None

@@ -396,3 +396,61 @@ def test_dependency_names_stable_across_import_paths() -> None:
     assert not is_user_module("numpy") and not is_user_module("logging")
     assert not is_user_module("persistmemo.keys")
     assert sys.modules["keymods.fp_helpers"] is fp_helpers
+
+
+def test_two_lambdas_on_one_line_differ() -> None:
+    """Lambdas sharing a source line keep separate fingerprints (their own AST)."""
+    c = mem()
+    g = c.memoize(lambda x: x + 1); h = c.memoize(lambda x: x + 2)  # noqa: E702
+    assert g.cache_key(1) != h.cache_key(1)
+    assert (g(1), h(1)) == (2, 3)
+
+
+def test_partial_global_covers_function_and_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A functools.partial global is keyed by its function's code and its arguments."""
+    monkeypatch.setitem(globals(), "PARTIAL", functools.partial(fp_helpers.scale, factor=2))
+
+    def g(x: float) -> float:
+        return PARTIAL(x)  # type: ignore[name-defined]  # noqa: F821
+
+    f = mem().memoize(g)
+    key = f.cache_key(1.0)
+    assert f.dependencies()["PARTIAL<scale>"].kind == "code"
+    monkeypatch.setitem(globals(), "PARTIAL", functools.partial(fp_helpers.scale, factor=3))
+    assert f.cache_key(1.0) != key
+
+
+def test_helper_default_user_instance_needs_ignore_deps() -> None:
+    """A helper's unencodable default is an error naming the parameter; ignore_deps fixes it."""
+
+    def helper(x: int, m: Unkeyable = MODEL) -> int:
+        return x
+
+    def g(x: int) -> int:
+        return helper(x)
+
+    with pytest.raises(KeyEncodingError, match=r"ignore_deps=\('m',\)"):
+        mem().memoize(g)(1)
+    assert mem().memoize(ignore_deps=("m",))(g)(1) == 1
+
+
+def test_library_objects_without_encoding_keyed_by_name() -> None:
+    """A lock or a logger global is a library dependency; an object array is an error."""
+    import threading
+
+    lock = threading.Lock()
+    objects = np.array([1, "a"], dtype=object)
+    c = mem()
+
+    @c.memoize
+    def locked(x: int) -> int:
+        with lock:
+            return x
+
+    @c.memoize
+    def reads_objects(x: int) -> Any:
+        return objects[0] + x
+
+    assert locked(1) == 1 and locked.dependencies()["lock"].kind == "library"
+    with pytest.raises(KeyEncodingError, match="dtype=object"):
+        reads_objects(1)
