@@ -433,3 +433,35 @@ def test_keys_stable_across_processes_and_hash_seeds() -> None:
         outs.add(res.stdout.strip())
     assert len(outs) == 1
     assert outs.pop().count("pm:2:") == 7
+
+
+GOLDEN_FINGERPRINT = "8a7a2e06750d769ed8d515965ca6cd6fecb15e6c303e071d992a25ca3adfda43"
+GOLDEN_MANIFEST = {
+    "golden": ("code", "623057ee529060e3cc02df7109d58ee7"),
+    "RATE": ("value", "af3cbd8f8960312e16b5ed0c51875c73"),
+    "helper": ("code", "3b558bfd01a097ab64d4e0ce6a0bce9d"),
+}
+
+
+def test_golden_fingerprint() -> None:
+    """The fingerprint of a fixed function (helper + constant) and its key are pinned, and
+    the fingerprint is the documented digest of its manifest (docs/format.md)."""
+    from keymods.golden_fp import golden
+
+    from persistmemo._canonical import _text
+    from persistmemo._source import code_text
+
+    kb = KeyBuilder(golden)
+    assert kb((1,), {}) == ("pm:2:default:keymods.golden_fp.golden:8a7a2e06750d769e:"
+                            "46cbd1608b2383d211f655e29b87d67eea775a387265fe0343bbb9011aa5ddfe")
+    manifest = {k: tuple(v) for k, v in kb.dependencies().items()}
+    assert manifest == GOLDEN_MANIFEST
+    h = blake3(b"pm-fingerprint-2\0")
+    for name in sorted(manifest):
+        kind, digest = manifest[name]
+        h.update(_text(name) + _text(kind) + _text(digest))
+    assert h.hexdigest() == GOLDEN_FINGERPRINT
+    assert blake3(code_text(golden).encode()).hexdigest()[:32] == GOLDEN_MANIFEST["golden"][1]
+    assert blake3(canonical_bytes(0.5)).hexdigest()[:32] == GOLDEN_MANIFEST["RATE"][1]
+    assert code_text(golden).startswith("ast:(FunctionDef,name='golden',args=(arguments,")
+    assert "docstring" not in code_text(golden)
