@@ -121,7 +121,7 @@ class _State(threading.local):
     """Per-thread state of one top-level encoding: the memo of shared sub-objects and the
     optional fallback the fingerprint installs for values that have no canonical encoding."""
 
-    memo: dict[int, tuple[Any, bytes | None]] | None = None
+    memo: dict[int, tuple[Any, bytes]] | None = None
     fallback: Callable[[Any, bytearray], bool] | None = None
 
 
@@ -148,57 +148,57 @@ def _members(v: Any, depth: int, pairs: bool) -> list[bytes]:
     return encoded
 
 
-def _shared(v: Any, out: bytearray, depth: int, body: Callable[[bytearray], None]) -> None:
-    # Shared sub-objects are encoded once per top-level encoding (memo by id; the memo keeps
-    # them alive so ids stay unique), and an encoding longer than _INLINE_MAX is replaced by
-    # b"H" + its digest, so `[x, x]` nested n deep costs O(n), not O(2**n). The rule depends on
-    # content only, never on sharing, so equal values built differently still agree.
-    memo = _state.memo
-    root = memo is None
-    if root:
-        memo = _state.memo = {}
-    assert memo is not None
+def _as_root(fn: _Encoder, v: Any, out: bytearray, depth: int) -> None:
+    _state.memo = {}
     try:
-        seen = memo.get(id(v))
-        if seen is not None:
-            if seen[1] is None:
-                raise _Unencodable(v, "it contains itself")
-            out += seen[1]
-            return
-        memo[id(v)] = (v, None)
-        part = bytearray()
-        body(part)
-        enc = bytes(part) if len(part) <= _INLINE_MAX else b"H" + blake3(part).digest()
-        memo[id(v)] = (v, enc)
-        out += enc
+        fn(v, out, depth)
     finally:
-        if root:
-            _state.memo = None
+        _state.memo = None
+
+
+def _seal(v: Any, out: bytearray, start: int, memo: dict[int, tuple[Any, bytes]]) -> None:
+    # An encoding longer than _INLINE_MAX is replaced by b"H" + its digest, and memoised by
+    # the object's id for the rest of this top-level encoding (the memo keeps the object alive,
+    # so ids stay unique): `[x, x]` nested n deep costs O(n), not O(2**n). The H rule depends
+    # on content only, never on sharing, so equal values built differently still agree. Short
+    # encodings are cheap to redo and are not memoised.
+    if len(out) - start > _INLINE_MAX:
+        enc = b"H" + blake3(out[start:]).digest()
+        del out[start:]
+        out += enc
+        memo[id(v)] = (v, enc)
 
 
 _CONTAINER_TAGS: dict[type, bytes] = {tuple: b"(", list: b"[", dict: b"{", set: b"S",
                                       frozenset: b"Z"}
+_ZERO = _u64(0)
 
 
 def _enc_container(v: Any, out: bytearray, depth: int) -> None:
+    cls = type(v)
     if not v:
-        out += _CONTAINER_TAGS[type(v)] + _u64(0)
+        out += _CONTAINER_TAGS[cls] + _ZERO
         return
-
-    def body(part: bytearray) -> None:
-        tag = _CONTAINER_TAGS[type(v)]
-        part += tag + _u64(len(v))
-        if tag in b"([":
-            for i, item in enumerate(v):
-                try:
-                    _enc(item, part, depth)
-                except _Unencodable as e:
-                    e.path.append(f"[{i}]")
-                    raise
-        else:
-            part += b"".join(_members(v, depth, tag == b"{"))
-
-    _shared(v, out, depth, body)
+    memo = _state.memo
+    if memo is None:
+        _as_root(_enc_container, v, out, depth)
+        return
+    seen = memo.get(id(v))
+    if seen is not None:
+        out += seen[1]
+        return
+    start = len(out)
+    out += _CONTAINER_TAGS[cls] + _u64(len(v))
+    if cls is tuple or cls is list:
+        for i, item in enumerate(v):
+            try:
+                _enc(item, out, depth)
+            except _Unencodable as e:
+                e.path.append(f"[{i}]")
+                raise
+    else:
+        out += b"".join(_members(v, depth, cls is dict))
+    _seal(v, out, start, memo)
 
 
 def _enc_complex(v: complex, out: bytearray, depth: int) -> None:
@@ -295,7 +295,7 @@ _STDLIB: dict[tuple[str, str], _Encoder] = {
 
 def _enc(v: Any, out: bytearray, depth: int) -> None:
     if depth > _MAX_DEPTH:
-        raise _Unencodable(v, f"nested deeper than {_MAX_DEPTH} levels")
+        raise _Unencodable(v, f"nested deeper than {_MAX_DEPTH} levels, or contains itself")
     fn = _DISPATCH.get(type(v))
     if fn is not None:
         fn(v, out, depth + 1)
@@ -316,11 +316,18 @@ def _call_hook(what: str, fn: Callable[[Any], Any], v: Any) -> Any:
 
 def _enc_tagged(tag: bytes, cls: type, v: Any, value: Callable[[], Any], out: bytearray,
                 depth: int) -> None:
-    def body(part: bytearray) -> None:
-        part += tag + _text(_qualname(cls))
-        _enc(value(), part, depth)
-
-    _shared(v, out, depth, body)
+    memo = _state.memo
+    if memo is None:
+        _as_root(lambda v_, o, d: _enc_tagged(tag, cls, v_, value, o, d), v, out, depth)
+        return
+    seen = memo.get(id(v))
+    if seen is not None:
+        out += seen[1]
+        return
+    start = len(out)
+    out += tag + _text(_qualname(cls))
+    _enc(value(), out, depth)
+    _seal(v, out, start, memo)
 
 
 def _enc_other(v: Any, out: bytearray, depth: int) -> None:
