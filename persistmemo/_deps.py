@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import builtins
 import functools
-import inspect
-import sys
 import types
 from typing import Any
-
-from blake3 import blake3
 
 from persistmemo._canonical import _qualname, _state, _text, _Unencodable
 from persistmemo._fingerprint import _ABSENT, Dependency
 from persistmemo._identity import function_identity, is_persistmemo, is_user_module, module_name
+from persistmemo._refs import (
+    _file_digest,
+    _functions_of,
+    _library_name,
+    _module_version,
+    _short,
+    global_chains,
+)
 from persistmemo._source import code_text
 from persistmemo.errors import ConfigurationError, KeyEncodingError
 
@@ -35,96 +39,6 @@ __all__ = ["Resolver"]
 
 _MAX_DEPTH = 40  # code reached through more helpers than this is recorded without descending
 _MAX_OBJECTS = 5000
-
-
-def _short(data: bytes | str) -> str:
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    return blake3(raw).hexdigest()[:32]
-
-
-def _opcodes() -> tuple[int, ...]:
-    import dis
-
-    op = dis.opmap
-    return (op["LOAD_GLOBAL"], op["LOAD_NAME"], op["LOAD_ATTR"], op.get("LOAD_METHOD", -1),
-            op["EXTENDED_ARG"], op.get("CACHE", -1))
-
-
-_OPS: tuple[int, ...] | None = None
-# How the name index is packed in the oparg (3.11+: LOAD_GLOBAL; 3.12+: LOAD_ATTR too).
-_GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0
-_ATTR_SHIFT = 1 if sys.version_info >= (3, 12) else 0
-
-
-def global_chains(code: Any) -> list[tuple[str, ...]]:
-    """Dotted name chains the code loads from globals (``("helpers", "normalize")``).
-
-    A scan of ``co_code`` (2-byte instructions since 3.6; inline CACHE entries skipped), in the
-    code object and every nested one. Only names are read from the bytecode, never hashed.
-    """
-    global _OPS
-    if _OPS is None:
-        _OPS = _opcodes()
-    load_global, load_name, load_attr, load_method, extended, cache = _OPS
-    chains: list[tuple[str, ...]] = []
-    stack = [code]
-    while stack:
-        co = stack.pop()
-        names, raw = co.co_names, co.co_code
-        cur: list[str] | None = None
-        ext = 0
-        for i in range(0, len(raw), 2):
-            op, arg = raw[i], raw[i + 1] | ext
-            if op == extended:
-                ext = arg << 8
-                continue
-            ext = 0
-            if op == cache:
-                continue
-            if op in (load_global, load_name):
-                if cur is not None:
-                    chains.append(tuple(cur))
-                cur = [names[arg >> _GLOBAL_SHIFT if op == load_global else arg]]
-            elif cur is not None and op in (load_attr, load_method):
-                cur.append(names[arg >> _ATTR_SHIFT if op == load_attr else arg])
-            elif cur is not None:
-                chains.append(tuple(cur))
-                cur = None
-        if cur is not None:
-            chains.append(tuple(cur))
-        stack.extend(c for c in reversed(co.co_consts) if inspect.iscode(c))
-    return chains
-
-
-def _library_name(obj: Any) -> str:
-    if isinstance(obj, types.ModuleType):
-        return obj.__name__
-    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
-        return f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', '?')}"
-    cls = type(obj)
-    return f"instance of {cls.__module__}.{cls.__qualname__}"
-
-
-def _module_version(mod: types.ModuleType) -> str:
-    import importlib.metadata as md
-
-    top = mod.__name__.split(".")[0]
-    for dist in md.packages_distributions().get(top, []):
-        try:
-            return f"{dist}=={md.version(dist)}"
-        except md.PackageNotFoundError:
-            continue
-    version = getattr(mod, "__version__", None)
-    return f"{top}=={version}" if isinstance(version, str) else top
-
-
-def _file_digest(mod: types.ModuleType) -> str:
-    file = getattr(mod, "__file__", None)
-    try:
-        with open(str(file), "rb") as f:
-            return _short(f.read())
-    except OSError:
-        return _short("nosource:" + mod.__name__)
 
 
 class Resolver:
@@ -146,6 +60,7 @@ class Resolver:
         self._where = function_identity(func)
         self._depth = 0
         self._active: set[int] = set()
+        self.used: set[int] = set()  # memo entries this walk used (the rest can be dropped)
 
     # -- entry ---------------------------------------------------------------------------------
     def resolve(self, depends_on: tuple[Any, ...]) -> None:
@@ -238,6 +153,7 @@ class Resolver:
         return Dependency("library", _short(_library_name(obj)))
 
     def _value(self, obj: Any, name: str) -> Dependency:
+        self.used.add(id(obj))
         cached = self.memo.get(id(obj))
         if cached is not None and cached[0] is obj:
             dep: Dependency = cached[1]
@@ -307,6 +223,7 @@ class Resolver:
     # -- code ----------------------------------------------------------------------------------
     def _code_dep(self, obj: Any) -> tuple[Dependency, bool]:
         """The code leaf of a function/class and whether it came from source (not bytecode)."""
+        self.used.add(id(obj))
         cached = self.memo.get(id(obj))
         if cached is not None and cached[0] is obj:
             return cached[1], cached[2]
@@ -376,12 +293,12 @@ class Resolver:
             if not (isinstance(obj, types.ModuleType) and is_user_module(obj.__name__)):
                 break
             d = vars(obj)
+            if attr not in d and "__getattr__" in d:
+                break  # provided lazily by the module's __getattr__: the module as a whole
             name = f"{name}.{attr}"  # the chain as written: helpers.normalize
             if self._skip(attr, name):
                 return
             obj = d.get(attr, _ABSENT)
-            if obj is _ABSENT and hasattr(type(d), "__getattr__"):
-                break
             self._bind(d, attr, obj)
         self._visit(obj, name)
 
@@ -411,12 +328,3 @@ class Resolver:
         finally:
             self._depth -= 1
         return dep
-
-
-def _functions_of(value: Any) -> list[Any]:
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    if isinstance(value, property):
-        found = (value.fget, value.fset, value.fdel)
-        return [f for f in found if isinstance(f, types.FunctionType)]
-    return [value] if isinstance(value, types.FunctionType) else []

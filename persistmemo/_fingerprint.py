@@ -85,6 +85,8 @@ class Fingerprint:
 
         r = Resolver(self.func, self.ignore_deps, self._memo)
         r.resolve(self.depends_on)
+        for stale in self._memo.keys() - r.used:  # objects no longer bound: let them go
+            del self._memo[stale]
         self.manifest = r.manifest
         self._dict_checks = tuple(r.dict_checks)
         self._cell_checks = tuple(r.cell_checks)

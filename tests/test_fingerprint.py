@@ -454,3 +454,14 @@ def test_library_objects_without_encoding_keyed_by_name() -> None:
     assert locked(1) == 1 and locked.dependencies()["lock"].kind == "library"
     with pytest.raises(KeyEncodingError, match="dtype=object"):
         reads_objects(1)
+
+
+def test_rebinding_many_times_keeps_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-running `SCALE = ...` many times does not keep every old value alive."""
+    f = mem().memoize(uses_globals)
+    keys = set()
+    for i in range(60):
+        monkeypatch.setitem(globals(), "SCALE", [i] * 100)
+        keys.add(f.cache_key(1.0))
+    assert len(keys) == 60
+    assert len(f.keys.fingerprint_of._memo) < 10
