@@ -123,7 +123,7 @@ class KeyBuilder:
         self._fingerprint: str | None = None
         self._full: str | None = None  # the fingerprint digest the prefix was built from
         self.version_prefix = ""
-        self._seed = b""
+        self._head = ("", b"")  # (version_prefix, digest seed), swapped atomically on refresh
         self._manifest_pending = False
         # Fast path: plain positional parameters, called positionally, no ignored names.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -153,9 +153,10 @@ class KeyBuilder:
         else:
             full = self.fingerprint_of.digest  # resolves dependencies (may raise)
             fp_field = full[:16]
-        self._seed = (f"pm{KEY_FORMAT}\0{self.namespace}\0{self.identity}\0{full}\0"
-                      .encode("utf-8", "surrogatepass"))
+        seed = (f"pm{KEY_FORMAT}\0{self.namespace}\0{self.identity}\0{full}\0"
+                .encode("utf-8", "surrogatepass"))
         self.version_prefix = f"{self.prefix}{fp_field}:"
+        self._head = (self.version_prefix, seed)
         self._full = full
         self._memo = {}
         self._fingerprint = fp_field
@@ -208,8 +209,9 @@ class KeyBuilder:
         values = bound.arguments
         return tuple(values[name] for name in self.names)
 
-    def _encode_call(self, values: tuple[Any, ...], names: Sequence[str]) -> bytearray:
-        out = bytearray(self._seed)
+    def _encode_call(self, values: tuple[Any, ...], names: Sequence[str], seed: bytes
+                     ) -> bytearray:
+        out = bytearray(seed)
         out += _u64(len(values))
         for name, v in zip(names, values):
             fn = _DISPATCH.get(type(v))
@@ -254,6 +256,7 @@ class KeyBuilder:
         return self._key(args, kwargs)
 
     def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        prefix, seed = self._head
         if self.custom_key is not None:
             self.signature.bind(*args, **kwargs)  # a call that does not bind: Python's error
             try:
@@ -264,10 +267,10 @@ class KeyBuilder:
                     f"cannot build a cache key: the key= function {name}() of "
                     f"{self.identity}() raised {type(exc).__name__}: {exc}",
                     parameter="key=") from exc
-            data = self._encode_call((value,), ("key=",))
+            data = self._encode_call((value,), ("key=",), seed)
         else:
-            data = self._encode_call(self.bind(args, kwargs), self.names)
-        return self.version_prefix + blake3(data).hexdigest()
+            data = self._encode_call(self.bind(args, kwargs), self.names, seed)
+        return prefix + blake3(data).hexdigest()
 
     def describe(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         """Return a short digest of each argument's canonical encoding (for ``explain``)."""
