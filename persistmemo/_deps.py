@@ -17,11 +17,10 @@ cell of a helper as ``helper_name.cell``.
 from __future__ import annotations
 
 import builtins
-import functools
 import types
 from typing import Any
 
-from persistmemo._canonical import _qualname, _state, _text, _Unencodable
+from persistmemo._canonical import _enc, _qualname, _state, _text, _Unencodable
 from persistmemo._fingerprint import _ABSENT, Dependency
 from persistmemo._identity import function_identity, is_persistmemo, is_user_module, module_name
 from persistmemo._refs import (
@@ -30,6 +29,7 @@ from persistmemo._refs import (
     _library_name,
     _module_version,
     _short,
+    as_data,
     global_chains,
 )
 from persistmemo._source import code_text
@@ -158,12 +158,8 @@ class Resolver:
         if cached is not None and cached[0] is obj:
             dep: Dependency = cached[1]
             return dep
-        if isinstance(obj, functools.partial):  # its function by code, its arguments by value
-            obj_value: Any = ("functools.partial", obj.func, obj.args, obj.keywords)
-        else:
-            obj_value = obj
         try:
-            dep = Dependency("value", _short(self._encode(obj_value, name)))
+            dep = Dependency("value", _short(self._encode(obj, name)))
         except _Unencodable as e:
             # A library object with no encoding at all (a logger, a client, a session) is
             # keyed by its type's name; a user-class instance, or a value refused for a reason
@@ -176,8 +172,6 @@ class Resolver:
         return dep
 
     def _encode(self, obj: Any, name: str) -> bytes:
-        from persistmemo._canonical import _enc
-
         out = bytearray()
         saved = _state.fallback
         _state.fallback = lambda v, o: self._fallback(v, o, name)
@@ -196,6 +190,11 @@ class Resolver:
         if not isinstance(v, (types.FunctionType, type, types.ModuleType, types.MethodType,
                               types.BuiltinFunctionType)) and is_user_module(type(v).__module__):
             return False
+        data = as_data(v)  # a regex, a partial, an OrderedDict...: by contents
+        if data is not None:
+            out += b"V"
+            _enc(data, out, 0)
+            return True
         if id(v) in self._active:
             return False
         label = getattr(v, "__qualname__", None) or getattr(v, "__name__", None) or "?"

@@ -6,6 +6,7 @@ fingerprint's code leaves hash the AST, see :mod:`persistmemo._source`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import types
@@ -113,3 +114,32 @@ def _functions_of(value: Any) -> list[Any]:
         found = (value.fget, value.fset, value.fdel)
         return [f for f in found if isinstance(f, types.FunctionType)]
     return [value] if isinstance(value, types.FunctionType) else []
+
+
+def as_data(obj: Any) -> Any:
+    """A key-encodable surrogate for common library objects that hold data, else None.
+
+    Used for the values of globals only (never for arguments): a compiled regex, a
+    ``functools.partial``, mappings and sequences of the standard library (``OrderedDict``,
+    ``defaultdict``, ``Counter``, ``deque``, ``MappingProxyType``...), ``SimpleNamespace`` and
+    ``argparse.Namespace`` would otherwise be keyed by their type's name only, and an edit to
+    their contents would go unnoticed.
+    """
+    import collections.abc as abc
+
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    re = sys.modules.get("re")
+    if re is not None and isinstance(obj, re.Pattern):
+        return (name, obj.pattern, obj.flags)
+    if isinstance(obj, functools.partial):
+        return (name, obj.func, obj.args, obj.keywords)
+    if isinstance(obj, abc.Mapping):
+        return (name, dict(obj), getattr(obj, "default_factory", None))
+    if isinstance(obj, (abc.Sequence, abc.Set)) and not isinstance(obj, (str, bytes)):
+        return (name, list(obj) if isinstance(obj, abc.Sequence) else frozenset(obj))
+    if isinstance(obj, range):
+        return (name, obj.start, obj.stop, obj.step)
+    if name in ("types.SimpleNamespace", "argparse.Namespace"):
+        return (name, vars(obj))
+    return None

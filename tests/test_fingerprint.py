@@ -465,3 +465,30 @@ def test_rebinding_many_times_keeps_memory_bounded(monkeypatch: pytest.MonkeyPat
         keys.add(f.cache_key(1.0))
     assert len(keys) == 60
     assert len(f.keys.fingerprint_of._memo) < 10
+
+
+def test_library_data_globals_keyed_by_contents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled regex, an OrderedDict, a deque or a Namespace global is keyed by contents."""
+    import argparse
+    import collections
+    import re
+
+    c = mem()
+    cases = [
+        (re.compile(r"a+"), re.compile(r"b+")),
+        (collections.OrderedDict(a=1), collections.OrderedDict(a=2)),
+        (collections.deque([1, 2]), collections.deque([1, 3])),
+        (argparse.Namespace(lr=0.1), argparse.Namespace(lr=0.2)),
+        (collections.Counter("aab"), collections.Counter("abb")),
+    ]
+    for before, after in cases:
+        monkeypatch.setitem(globals(), "DATA", before)
+
+        @c.memoize
+        def f(x: int) -> str:
+            return repr(DATA) + str(x)  # type: ignore[name-defined]  # noqa: F821
+
+        key = f.cache_key(1)
+        assert f.dependencies()["DATA"].kind == "value"
+        monkeypatch.setitem(globals(), "DATA", after)
+        assert f.cache_key(1) != key, before
