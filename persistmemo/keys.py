@@ -103,7 +103,7 @@ class KeyBuilder:
             raise ConfigurationError(
                 f"ignore_deps={ignore_deps!r}: expected a tuple of variable names, "
                 f"e.g. ignore_deps=('counter',)")
-        if isinstance(depends_on, (str, bytes)) or not isinstance(depends_on, Iterable):
+        if not isinstance(depends_on, (tuple, list, set, frozenset)):
             raise ConfigurationError(
                 f"depends_on={depends_on!r}: expected a tuple of objects, e.g. "
                 f"depends_on=(CONFIG, helper_module)")

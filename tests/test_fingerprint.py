@@ -248,6 +248,8 @@ def test_ignore_deps_typo_is_a_configuration_error() -> None:
         f(1)
     with pytest.raises(ConfigurationError):
         mem().memoize(ignore_deps="MODEL")(reads_model)  # a bare string, not a tuple
+    with pytest.raises(ConfigurationError, match="depends_on"):
+        mem().memoize(depends_on=np)(reads_model)  # a bare module, not a tuple
 
 
 def test_logger_and_http_session_globals_still_memoize() -> None:
