@@ -50,6 +50,7 @@ __all__ = [
 
 KEY_FORMAT = 2
 _MEMO_SIZE = 4096
+_CHANGES_WARN = 5  # fingerprint changes in one process before a warning suggests ignore_deps
 _MEMO_DEFAULTS = (int, str, bytes, bool, float, type(None))  # immutable: safe for the memo
 
 
@@ -125,6 +126,8 @@ class KeyBuilder:
         self.version_prefix = ""
         self._head = ("", b"")  # (version_prefix, digest seed), swapped atomically on refresh
         self._manifest_pending = False
+        self._last_manifest: dict[str, Dependency] = {}
+        self._changes = 0
         # Fast path: plain positional parameters, called positionally, no ignored names.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self._simple = all(p.kind in positional for p in params) and not self.ignore
@@ -161,6 +164,8 @@ class KeyBuilder:
         self._memo = {}
         self._fingerprint = fp_field
         self._manifest_pending = self.version is None
+        if self.version is None and not self._last_manifest:
+            self._last_manifest = dict(self.fingerprint_of.manifest)
 
     def _check(self) -> None:
         # Hot path: identity checks of the tracked bindings (a few dict lookups).
@@ -170,7 +175,27 @@ class KeyBuilder:
             fp = self.fingerprint_of
             fp.revalidate()
             if fp._digest is not self._full:  # rebound (maybe seen first by dependencies())
+                old = dict(self._last_manifest)
                 self._refresh()
+                self._changed(old)
+
+    def _changed(self, old: dict[str, Dependency]) -> None:
+        """Log which dependencies changed; warn once when it keeps happening (a counter)."""
+        import logging
+
+        new = self._last_manifest = dict(self.fingerprint_of.manifest)
+        changed = sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+        self._changes += 1
+        log = logging.getLogger("persistmemo")
+        log.debug("persistmemo: fingerprint of %s() changed: %s", self.identity, changed)
+        if self._changes == _CHANGES_WARN:
+            values = tuple(n.rsplit(".", 1)[-1] for n in changed
+                           if new.get(n, Dependency("", "")).kind == "value")
+            log.warning(
+                "persistmemo: the fingerprint of %s() changed %d times in this process (last: "
+                "%s were rebound), so results are not reused across those changes. If they "
+                "cannot change the result, leave them out with ignore_deps=%r.",
+                self.identity, self._changes, ", ".join(changed), values or tuple(changed))
 
     def dependencies(self) -> dict[str, Dependency]:
         """Return what the fingerprint covers: ``{name: Dependency(kind, digest)}``."""

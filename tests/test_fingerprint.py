@@ -494,3 +494,34 @@ def test_library_data_globals_keyed_by_contents(monkeypatch: pytest.MonkeyPatch)
         assert f.dependencies()["DATA"].kind == "value"
         monkeypatch.setitem(globals(), "DATA", after)
         assert f.cache_key(1) != key, before
+
+
+COUNTER = 0
+
+
+def test_global_rebound_on_every_call_warns_to_ignore_it(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    """A counter global bumped by the function misses every call; a warning names the fix."""
+    c = mem()
+
+    @c.memoize
+    def counted(x: int) -> int:
+        global COUNTER
+        COUNTER += 1
+        return x
+
+    with caplog.at_level("WARNING", logger="persistmemo"):
+        for _ in range(8):
+            counted(1)
+    assert counted.cache_info().hits == 0
+    assert "ignore_deps=('COUNTER',)" in caplog.text
+
+    @c.memoize(ignore_deps=("COUNTER",))
+    def counted2(x: int) -> int:
+        global COUNTER
+        COUNTER += 1
+        return x
+
+    for _ in range(3):
+        counted2(1)
+    assert counted2.cache_info().hits == 2
