@@ -394,3 +394,15 @@ def test_public_dependency_type_exported() -> None:
     """persistmemo.Dependency is the (kind, digest) record of f.dependencies()."""
     d = persistmemo.Dependency("value", "ab")
     assert d.kind == "value" and tuple(d) == ("value", "ab")
+
+
+def test_import_stays_light() -> None:
+    """`import persistmemo` loads neither the fingerprint walker (ast, dis, inspect) nor numpy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, persistmemo; print(sorted(m for m in ('ast', 'dis', 'inspect', 'numpy', "
+            "'persistmemo._deps', 'persistmemo._source') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    assert out == "[]"
