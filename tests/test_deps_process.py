@@ -189,6 +189,8 @@ def _slow_notebook(store: str, body: str) -> Any:
         f"cache = persistmemo.Cache({store!r})",
         f"FACTOR = 2\n\n@cache.memoize\ndef slow(x):\n    return {body}",
         "slow(2)\nprint(slow.cache_info().misses, slow.cache_key(2))",
+        "FACTOR = 3",  # re-running a cell that rebinds a global: the next call misses
+        "slow(2)\nprint(slow.cache_info().misses)",
     ])
 
 
@@ -199,13 +201,14 @@ def test_notebook_hits_in_fresh_kernels_and_notebooks_stay_apart(tmp_path: Path)
     store = str(tmp_path / "store")
     a1 = _execute(_slow_notebook(store, "x * FACTOR"), tmp_path, str(tmp_path / "first.ipynb"))
     a2 = _execute(_slow_notebook(store, "x * FACTOR"), tmp_path, str(tmp_path / "first.ipynb"))
-    misses1, key1 = a1[-1].split()
-    misses2, key2 = a2[-1].split()
+    misses1, key1 = a1[0].split()
+    misses2, key2 = a2[0].split()
     assert (misses1, misses2) == ("1", "0") and key1 == key2
+    assert (a1[1], a2[1]) == ("2", "0")  # FACTOR = 3 missed in the first kernel only
     assert ":first.slow:" in key1
     nb_b = _slow_notebook(store, "x * FACTOR + 1")
     nb_b.cells.append(_notebook(["print(slow.cache_clear())"]).cells[0])
     b = _execute(nb_b, tmp_path, str(tmp_path / "second.ipynb"))
-    assert ":second.slow:" in b[-2] and b[-1] == "1"  # cleared only its own entry
+    assert ":second.slow:" in b[0] and b[-1] == "2"  # cleared only its own two entries
     a3 = _execute(_slow_notebook(store, "x * FACTOR"), tmp_path, str(tmp_path / "first.ipynb"))
-    assert a3[-1].split()[0] == "0"  # the first notebook's entry survived
+    assert a3[0].split()[0] == "0"  # the first notebook's entries survived
