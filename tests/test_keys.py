@@ -465,3 +465,25 @@ def test_golden_fingerprint() -> None:
     assert blake3(canonical_bytes(0.5)).hexdigest()[:32] == GOLDEN_MANIFEST["RATE"][1]
     assert code_text(golden).startswith("ast:(FunctionDef,name='golden',args=(arguments,")
     assert "docstring" not in code_text(golden)
+
+
+GOLDEN_V2 = [  # (name, expression, BLAKE3 of its canonical bytes): the encodings new in v2
+    ("nested_shared", "[[list(range(20))] * 2] * 2",
+     "36febef0bc829e846ae20aa5e8f0beaa07ca05d86ec795e02a847b0335777c82"),
+    ("datetime64", "np.array(['2024-01-01', '2024-06-30'], dtype='datetime64[D]')",
+     "7bd717b53addffd8820408348f0c2dbc8522fcad36278bdde2373ec09b744f08"),
+    ("aligned_struct", "np.zeros(2, np.dtype([('a', 'u1'), ('b', '<f8')], align=True))",
+     "be3a5ec0f9054548b3a57da8460cab6d0f20342973cfac3893bd9396859c7d03"),
+    ("masked", "np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])",
+     "9e3bef5a15ceafb555b77af3397e062ecad2cf365b3676a2f42d081d60fa74fd"),
+    ("tz_micro", "dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, "
+     "microseconds=7), 'X'))",
+     "a4f923c6c2850a8c6f1ec7760bfcd8cd823490d2b9263144d723c9d9ec06c248"),
+]
+
+
+@pytest.mark.parametrize(("name", "expr", "digest"), GOLDEN_V2)
+def test_golden_v2_encodings(name: str, expr: str, digest: str) -> None:
+    """The v2 encodings (H digests of long parts, numpy masks, exact tz) are pinned."""
+    value = eval(expr, {"np": np, "dt": dt})  # fixed test expressions
+    assert blake3(canonical_bytes(value)).hexdigest() == digest, name
