@@ -62,14 +62,14 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
                 return stop.value
             error = None
             try:
-                if kind is IO:
+                if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
                     result = getattr(engine.backend, target)(*a, **kw)
-                elif kind is COMPUTE:
+                elif kind == COMPUTE:
                     result = engine.func(*a, **kw)  # from this frame: 2 frames per level
-                elif kind is SLEEP:
+                elif kind == SLEEP:
                     time.sleep(a[0])
                     result = None
-                elif kind is JOIN:
+                elif kind == JOIN:
                     result = engine.flights.join(a[0])
                 else:  # WAIT
                     result = target.event.wait(a[0])
@@ -100,14 +100,14 @@ def async_driver(protocol: Protocol, memo: Any = None
                 return stop.value
             error = None
             try:
-                if kind is IO:
+                if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
                     result = await getattr(engine.backend, "a" + target)(*a, **kw)
-                elif kind is COMPUTE:
+                elif kind == COMPUTE:
                     result = await engine.func(*a, **kw)
-                elif kind is SLEEP:
+                elif kind == SLEEP:
                     await asyncio.sleep(a[0])
                     result = None
-                elif kind is JOIN:
+                elif kind == JOIN:
                     result = engine.flights.ajoin(a[0])
                 else:  # WAIT
                     result = await _wait(target.future, a[0])

@@ -42,12 +42,18 @@ def reduce_memoized(memo: Any) -> Any:
     """``__reduce__`` of a memoized function: by reference, or by value under cloudpickle."""
     func = memo.__wrapped__
     if _under_cloudpickle() and _by_value_in_cloudpickle(func):
-        return _rebuild, (type(memo), func, memo._cache, memo._given)
+        # The key builder travels as built here: the function's identity and fingerprint
+        # must not be recomputed where there is no source file (and no same __main__).
+        state = {k: v for k, v in vars(memo).items() if k != "_engine"}
+        return _rebuild, (type(memo), state)
     return str(memo.__qualname__)  # by reference: the receiver imports the module
 
 
-def _rebuild(cls: type, func: Any, cache: Any, options: dict[str, Any]) -> Any:
-    return cls(cache, func, options)
+def _rebuild(cls: type, state: dict[str, Any]) -> Any:
+    memo = cls.__new__(cls)
+    vars(memo).update(state)
+    memo._engine = None
+    return memo
 
 
 _caches: dict[Any, Any] = {}
