@@ -49,7 +49,7 @@ def reduce_memoized(memo: Any) -> Any:
     return str(memo.__qualname__)  # by reference: the receiver imports the module
 
 
-def _rebuild(cls: type, state: dict[str, Any]) -> Any:
+def _rebuild(cls: Any, state: dict[str, Any]) -> Any:
     memo = cls.__new__(cls)
     vars(memo).update(state)
     memo._engine = None
