@@ -4,7 +4,7 @@ Each option is one row of :data:`SPECS`: its default and its checker (which norm
 value, e.g. a ``timedelta`` to seconds, or raises :class:`~persistmemo.ConfigurationError`
 naming the option). ``Cache(...)`` and ``memoize(...)`` both take these options; a value given
 to ``memoize`` overrides the cache's, which overrides the default. Adding an option is one row
-here plus one field on :class:`Options`.
+of :data:`SPECS` plus its name in ``Options.__slots__`` (and its annotation, for mypy).
 
 Options that only shape the key (``version``, ``ignore``, ``namespace``, ``key``) are function
 options read by :class:`~persistmemo.keys.KeyBuilder`; they are listed in :data:`KEY_OPTIONS`.
@@ -13,7 +13,6 @@ options read by :class:`~persistmemo.keys.KeyBuilder`; they are listed in :data:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from persistmemo.config import seconds
@@ -44,32 +43,54 @@ def _any(value: Any, name: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Options:
-    """The resolved engine options of one memoized function (or the defaults of a cache)."""
+# name -> (checker, "None means inherit", default). ``memoize(lock=None)`` inherits the cache's
+# setting, while ``memoize(ttl=None)`` means "no expiry", so the two rules are per option.
+SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
+    "ttl": (_duration, False, None),
+    "lock": (_flag, True, True),
+    "lock_ttl": (_positive, True, 10.0),
+    "lock_wait": (_duration, False, 300.0),
+    "serializer": (_any, True, None),  # None: the cache's codec
+}
+KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key"})
 
-    ttl: float | None = None
-    lock: bool = True
-    lock_ttl: float = 10.0
-    lock_wait: float | None = 300.0
-    serializer: Any = None  # None: the cache's codec
+
+class Options:
+    """The resolved engine options of one memoized function (or the defaults of a cache).
+
+    A plain class, not a dataclass: ``dataclasses`` imports ``inspect`` (~10 ms of a cold start).
+    """
+
+    __slots__ = ("lock", "lock_ttl", "lock_wait", "serializer", "ttl")
+    ttl: float | None
+    lock: bool
+    lock_ttl: float
+    lock_wait: float | None
+    serializer: Any
+
+    def __init__(self, **given: Any) -> None:
+        for name, (_, _, default) in SPECS.items():
+            setattr(self, name, given.pop(name, default))
+        if given:
+            raise TypeError(f"unknown option(s) {sorted(given)!r}")
 
     def merged(self, given: Mapping[str, Any]) -> Options:
         """Return these options overridden by the (already checked) ``given`` ones."""
-        return replace(self, **given) if given else self
+        if not given:
+            return self
+        return Options(**{**{n: getattr(self, n) for n in SPECS}, **given})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Options) and all(
+            getattr(self, n) == getattr(other, n) for n in SPECS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "Options(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in SPECS) + ")"
 
 
-# name -> (checker, "None means inherit"). ``memoize(lock=None)`` inherits the cache's
-# setting, while ``memoize(ttl=None)`` means "no expiry", so the two rules are per option.
-SPECS: dict[str, tuple[Callable[[Any, str], Any], bool]] = {
-    "ttl": (_duration, False),
-    "lock": (_flag, True),
-    "lock_ttl": (_positive, True),
-    "lock_wait": (_duration, False),
-    "serializer": (_any, True),
-}
-KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key"})
-assert set(SPECS) == {f.name for f in fields(Options)}
+assert set(SPECS) == set(Options.__slots__)
 
 
 def check_options(given: Mapping[str, Any], *, where: str, extra: frozenset[str] = frozenset()
@@ -87,7 +108,7 @@ def check_options(given: Mapping[str, Any], *, where: str, extra: frozenset[str]
     for name, value in given.items():
         if name in extra:
             continue
-        check, none_inherits = SPECS[name]
+        check, none_inherits, _ = SPECS[name]
         if value is None and none_inherits:
             continue
         out[name] = check(value, name)
