@@ -250,7 +250,11 @@ class Engine:
               ) -> Steps:
         if not self.breaker.available():
             return (yield from self._run(key, args, kwargs, None, flight))
-        lock = self.backend.lock(key, ttl=self.options.lock_ttl)
+        try:
+            lock = self.backend.lock(key, ttl=self.options.lock_ttl)
+        except BackendError as exc:
+            self._failed(exc)
+            return (yield from self._run(key, args, kwargs, None, flight))
         value, raw, acquired = yield from self._lease(key, lock)
         if value is MISSING:
             return (yield from self._run(key, args, kwargs, lock if acquired else None, flight))
