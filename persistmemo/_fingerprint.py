@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from blake3 import blake3
 
-__all__ = ["Dependency", "Fingerprint"]
+__all__ = ["Dependency", "Fingerprint", "FrozenFingerprint"]
 
 
 class Dependency(NamedTuple):
@@ -111,6 +111,32 @@ class Fingerprint:
             old = self._digest
             self._compute()
             return self._digest != old
+
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent by value (cloudpickle: dask, ray...): resolved here, where the source and the
+        # globals are, and frozen; the receiver may have neither.
+        return (FrozenFingerprint, (self.digest, dict(self.manifest)))
+
+
+class FrozenFingerprint(Fingerprint):
+    """A fingerprint resolved in another process: fixed, never re-resolved or re-validated."""
+
+    def __init__(self, digest: str, manifest: dict[str, Dependency]) -> None:
+        super().__init__(_frozen_placeholder)
+        self._digest = digest
+        self.manifest = manifest
+
+    def _compute(self) -> None:  # pragma: no cover - the digest is always set
+        raise AssertionError("a frozen fingerprint is never resolved again")
+
+    def revalidate(self) -> bool:
+        """Return False: the bindings it was resolved from live in the sending process."""
+        return False
+
+
+def _frozen_placeholder() -> None:  # pragma: no cover - never called
+    """The function slot of a frozen fingerprint."""
 
 
 class _Absent:

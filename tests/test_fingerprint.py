@@ -525,3 +525,16 @@ def test_global_rebound_on_every_call_warns_to_ignore_it(caplog: pytest.LogCaptu
     for _ in range(3):
         counted2(1)
     assert counted2.cache_info().hits == 2
+
+
+def test_fingerprint_travels_resolved_and_frozen() -> None:
+    """A key builder sent by value (dask, ray) carries its resolved fingerprint, frozen."""
+    import pickle
+
+    f = mem().memoize(uses_globals)
+    kb = f.keys
+    clone = pickle.loads(pickle.dumps(kb))
+    assert clone((1.0,), {}) == kb((1.0,), {})
+    assert clone.fingerprint_of.revalidate() is False
+    assert clone.dependencies() == kb.dependencies()
+    assert pickle.dumps(kb) == pickle.dumps(kb)  # deterministic (dask tokenizes by pickling)
