@@ -76,3 +76,19 @@ def test_fallback_to_the_sqlite_lease(tmp_path: Path, monkeypatch: pytest.Monkey
         return x + 1
 
     assert f(1) == 2 and f(1) == 2 and f.cache_info().hits == 1
+
+
+def test_keys_sharing_a_slot_never_wait_for_each_other(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every key in one slot, a recursion (nested holds) still completes at once."""
+    monkeypatch.setattr(_flock, "SLOTS", 1)
+    cache = Cache(tmp_path / "c", lock_wait=30)
+
+    @cache.memoize
+    def depth(n: int) -> int:
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    t0 = time.monotonic()
+    assert depth(50) == 50
+    assert time.monotonic() - t0 < 10
+    assert depth.cache_info().lock_waits == 0
