@@ -120,6 +120,19 @@ class TieredBackend(BaseBackend):
             self._promote(key, found, ttl)
         return found  # type: ignore[no-any-return]
 
+    async def aget(self, key: str) -> bytes | Missing:
+        """A local hit without a thread hop; the shared store through its own async twin."""
+        inline = getattr(self.local, "stable_reads", False)  # the in-process memory tier
+        if inline and not self._local_breaker.down_until:
+            try:
+                value = self.local.get(key)  # in-process memory: no I/O to await
+            except BackendError as exc:
+                self._local_breaker.failed(exc)
+            else:
+                if value is not MISSING:
+                    return value
+        return await super().aget(key)  # (a local disk tier and promotion run in a thread)
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | Missing]:
         found: list[bytes | Missing] = self._try(self._local_breaker, [MISSING] * len(keys),
                                                  self.local.get_many, keys)
