@@ -67,7 +67,7 @@ def test_fallback_to_the_sqlite_lease(tmp_path: Path, monkeypatch: pytest.Monkey
     """Where the kernel lock is unavailable the disk store uses its lease rows."""
     backend = DiskBackend(tmp_path / "c")
     backend.cache  # noqa: B018
-    monkeypatch.setitem(_flock._supported, str(backend.directory / _flock.LOCK_FILE), False)
+    monkeypatch.setitem(_flock._paths, backend.directory, None)
     assert isinstance(backend.lock("k", ttl=5), DiskLock)
     cache = Cache(backend)
 

@@ -47,7 +47,7 @@ _SLOT = 48
 # token, deadline (unix time), mode (F: kernel lock, S: taken-over lease), key digest
 _RECORD = struct.Struct("<16sdc8s7x")
 _FLOCK = struct.Struct("hhqqi4x")  # Linux x86-64/aarch64 struct flock
-_supported: dict[str, bool] = {}
+_paths: dict[Path, str | None] = {}  # store directory -> its lock file (None: unsupported)
 
 
 def _lock_op(fd: int, kind: int, start: int) -> None:
@@ -84,11 +84,11 @@ def kernel_lock(store_dir: Path, key: str, ttl: float, fallback: Callable[[], Lo
 
     ``fallback`` makes the lease used when the key's slot is held by another key.
     """
-    path = store_dir / LOCK_FILE
-    ok = _supported.get(str(path))
-    if ok is None:
-        ok = _supported[str(path)] = _probe(path)
-    return FlockLock(str(path), key, ttl, fallback) if ok else None
+    path = _paths.get(store_dir, "")
+    if path == "":  # first lock in this directory: can it take kernel locks?
+        lock_file = store_dir / LOCK_FILE
+        path = _paths[store_dir] = str(lock_file) if _probe(lock_file) else None
+    return None if path is None else FlockLock(path, key, ttl, fallback)
 
 
 class FlockLock(BaseLock):
