@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,25 @@ def test_keys_sharing_a_slot_never_wait_for_each_other(tmp_path: Path,
     assert depth(50) == 50
     assert time.monotonic() - t0 < 10
     assert depth.cache_info().lock_waits == 0
+
+
+def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path: Path) -> None:
+    """A child forked while a lock is held does not hold it once the parent releases."""
+    import os
+
+    backend = DiskBackend(tmp_path / "c")
+    lock = backend.lock("pm:fork", ttl=30)
+    assert lock.acquire()
+    with warnings.catch_warnings():  # 3.12+ warns about fork() with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: outlive the parent's release
+        time.sleep(3)
+        os._exit(0)
+    try:
+        assert lock.release() is True
+        other = backend.lock("pm:fork", ttl=30)
+        assert other.acquire() is True and other.release() is True
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

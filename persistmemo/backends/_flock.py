@@ -30,6 +30,7 @@ import contextlib
 import os
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,9 @@ class FlockLock(BaseLock):
                 if digest != self._digest and token.strip(b"\0"):  # another key's slot
                     self._fallback = self._make_fallback()
                     return self._fallback.acquire()
-                if token.strip(b"\0") and deadline < time.time():  # holder alive, not renewing
+                # Lapsed (holder alive but not renewing), or released while a forked child
+                # still holds a copy of the holder's descriptor (see _forget_in_child).
+                if not token.strip(b"\0") or deadline < time.time():
                     self._write(fd, b"S")
                     return True
                 return False
@@ -159,6 +162,7 @@ class FlockLock(BaseLock):
             return False
         self._write(fd, b"F")
         self._fd = fd
+        _held.add(self)
         return True
 
     def _mine(self, fd: int) -> bool:
@@ -185,6 +189,7 @@ class FlockLock(BaseLock):
                 os.pwrite(fd, bytes(_SLOT), self.offset)
             if fd == self._fd:
                 self._fd = None
+                _held.discard(self)
                 os.close(fd)  # drops the kernel lock
             return mine
 
@@ -208,3 +213,21 @@ class FlockLock(BaseLock):
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+# A forked child inherits the descriptors of the parent's held locks, and an OFD lock lives as
+# long as any copy of its descriptor: close the child's copies so the parent's release frees it.
+_held: weakref.WeakSet[FlockLock] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for lock in list(_held):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
