@@ -219,16 +219,16 @@ def effect_only_names(func: Any) -> frozenset[str]:
         sinks: set[int] = set()
         touched: set[str] = set()
         reads: set[str] = set()
-        for n in ast.walk(node):
-            if (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+        for n in ast.walk(node):  # breadth-first: a statement comes before its names
+            if isinstance(n, ast.Name):
+                if isinstance(n.ctx, ast.Load):
+                    (touched if id(n) in sinks else reads).add(n.id)
+            elif (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
                     and isinstance(n.value.func, ast.Attribute)
                     and isinstance(n.value.func.value, ast.Name)):
                 sinks.add(id(n.value.func.value))
             elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
                 touched.add(n.target.id)
-        for n in ast.walk(node):
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-                (touched if id(n) in sinks else reads).add(n.id)
         names = frozenset(touched - reads)
     if len(_EFFECTS) > 4096:
         _EFFECTS.clear()
