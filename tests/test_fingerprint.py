@@ -386,7 +386,10 @@ def test_manifest_recorded_once_per_fingerprint() -> None:
     assert len(manifests) == 1
     record = c.codec.decode(backend.get(manifests[0]), key=manifests[0]).value
     assert record["dependencies"]["SCALE"][0] == "value"
-    assert f.cache_clear() == 2
+    assert f.cache_clear() == 2  # entries counted; the manifest goes with them
+    assert [k for k in backend.keys("pmm:") if "uses_globals" in k] == []  # type: ignore[attr-defined]
+    f(1.0)
+    assert c.clear() == 1 and list(backend.keys("pmm:")) == []  # type: ignore[attr-defined]
 
 
 def test_dependency_names_stable_across_import_paths() -> None:
