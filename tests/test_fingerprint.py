@@ -254,8 +254,9 @@ def test_ignore_deps_typo_is_a_configuration_error() -> None:
 
 def test_logger_and_http_session_globals_still_memoize() -> None:
     """Library objects (a logger, an HTTP session) are dependencies by name only."""
-    requests = pytest.importorskip("requests")
-    session = requests.Session()
+    import http.client
+
+    session = http.client.HTTPSConnection("example.invalid", timeout=1)  # never connects
     c = mem()
 
     @c.memoize
