@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from persistmemo._canonical import _enc, _qualname, _state, _text, _Unencodable
@@ -41,6 +42,26 @@ _MAX_DEPTH = 40  # code reached through more helpers than this is recorded witho
 _MAX_OBJECTS = 5000
 
 
+def _plain_attribute(attr: str, value: Any) -> bool:
+    """A class attribute holding data (not a dunder/sunder, method, descriptor or class)."""
+    if attr.startswith("_") and attr.endswith("_"):
+        return False  # dunder and enum's _sunder_ machinery
+    return not (isinstance(value, (types.FunctionType, staticmethod, classmethod, property, type))
+                or hasattr(type(value), "__get__"))
+
+
+_SINK_TYPES = frozenset({"builtins.int", "builtins.float", "builtins.complex", "builtins.list",
+                         "builtins.dict", "builtins.set", "builtins.bytearray",
+                         "collections.deque", "collections.Counter", "collections.defaultdict",
+                         "collections.OrderedDict"})
+
+
+def _is_sink(obj: Any) -> bool:
+    """An accumulator whose contents a method-call statement cannot feed into the result."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}" in _SINK_TYPES
+
+
 class Resolver:
     """One walk over a function's dependencies (see the module docstring)."""
 
@@ -50,7 +71,7 @@ class Resolver:
         self.ignore = ignore
         self.memo = memo  # id -> (obj, leaf, from source): shared by the walks of one function
         self.manifest: dict[str, Dependency] = {}
-        self.dict_checks: list[tuple[dict[str, Any], str, Any]] = []
+        self.dict_checks: list[tuple[Mapping[str, Any], str, Any]] = []
         self.cell_checks: list[tuple[Any, Any]] = []
         self._bindings: set[tuple[int, str]] = set()
         self._seen: dict[int, Dependency] = {}
@@ -304,6 +325,11 @@ class Resolver:
             dep = None
         finally:
             self._active.discard(id(obj))
+        if dep is not None and dep.kind == "value" and not _is_sink(obj):
+            # a dataclass, a random generator, an array...: a method call on it can shape the
+            # result (`SCALER.apply_inplace(data)`, `rng.shuffle(idx)`): its contents count
+            self._record(name, dep)
+            return
         if dep is None or dep.kind != "library":  # (a logger stays a library object)
             cls = type(obj)
             dep = Dependency("effect", _short(f"effect:{cls.__module__}.{cls.__qualname__}"))
@@ -335,11 +361,24 @@ class Resolver:
         else:
             self._visit(obj, name)
 
-    def _bind(self, d: dict[str, Any], name: str, obj: Any) -> None:
+    def _bind(self, d: Mapping[str, Any], name: str, obj: Any) -> None:
         key = (id(d), name)
         if key not in self._bindings:
             self._bindings.add(key)
             self.dict_checks.append((d, name, obj))
+
+    def _class_value(self, cls: type, attr: str, value: Any, name: str) -> None:
+        """A class attribute's value (``Model.factor = 7`` in a notebook is noticed); one with
+        no encoding is recorded by its type, as before (the class source covers its code)."""
+        if self._skip(attr, name):
+            return
+        self._bind(cls.__dict__, attr, value)
+        try:
+            self._visit(value, name)
+        except KeyEncodingError:
+            t = type(value)
+            self._record(name, Dependency("effect",
+                                          _short(f"effect:{t.__module__}.{t.__qualname__}")))
 
     def _visit_class(self, cls: type, name: str) -> Dependency:
         dep, has_source = self._code_dep(cls)
@@ -352,6 +391,9 @@ class Resolver:
                 if is_user_module(base.__module__):
                     self._visit(base, f"{module_name(base.__module__)}.{base.__qualname__}")
             for attr, value in sorted(vars(cls).items()):
+                if _plain_attribute(attr, value):
+                    self._class_value(cls, attr, value, f"{name}.{attr}")
+                    continue
                 for fn in _functions_of(value):
                     if not is_user_module(fn.__module__):
                         continue  # inherited machinery (enum, dataclasses...)

@@ -32,7 +32,7 @@ once per object identity).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -66,7 +66,7 @@ class Fingerprint:
         self._digest: str | None = None
         self.manifest: dict[str, Dependency] = {}
         self._memo: dict[int, tuple[Any, Dependency, bool]] = {}  # id -> leaf (kept alive)
-        self._dict_checks: tuple[tuple[dict[str, Any], str, Any], ...] = ()
+        self._dict_checks: tuple[tuple[Mapping[str, Any], str, Any], ...] = ()
         self._cell_checks: tuple[tuple[Any, Any], ...] = ()
         self._lock = threading.Lock()
 

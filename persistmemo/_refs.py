@@ -82,6 +82,12 @@ def _library_name(obj: Any) -> str:
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
         return f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', '?')}"
     cls = type(obj)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if isinstance(name, str) and callable(obj):
+        # a library callable that is not a plain function (np.sum, a ufunc such as np.add, a
+        # Cython function): by its own qualified name, else np.sum and np.mean would agree
+        module = getattr(obj, "__module__", None)
+        return f"{module if isinstance(module, str) else cls.__module__}.{name}"
     return f"instance of {cls.__module__}.{cls.__qualname__}"
 
 
@@ -142,4 +148,26 @@ def as_data(obj: Any) -> Any:
         return (name, obj.start, obj.stop, obj.step)
     if name in ("types.SimpleNamespace", "argparse.Namespace"):
         return (name, vars(obj))
+    return _state_of(obj, name)
+
+
+def _state_of(obj: Any, name: str) -> Any:
+    """More data-holding library objects: slices, operator getters, random generators..."""
+    if isinstance(obj, slice):
+        return (name, obj.start, obj.stop, obj.step)
+    if name in ("operator.itemgetter", "operator.attrgetter", "operator.methodcaller"):
+        return (name, obj.__reduce__())  # (class or partial(class, name, **kw), args)
+    if name == "random.Random" or name == "random.SystemRandom":
+        return (name, obj.getstate()) if name == "random.Random" else (name,)
+    if name == "numpy.random._generator.Generator":
+        return (name, obj.bit_generator.state)
+    if name == "numpy.random.mtrand.RandomState":
+        return (name, obj.get_state(legacy=False))
+    if name == "numpy.poly1d":
+        return (name, obj.coeffs, obj.variable)
+    if name == "numpy.vectorize":
+        return (name, obj.pyfunc, obj.otypes, sorted(obj.excluded), obj.signature)
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and callable(obj):  # functools.lru_cache and other wrappers
+        return (name, wrapped)
     return None

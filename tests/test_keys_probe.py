@@ -1,0 +1,172 @@
+"""Keys v2 probed as a hostile user: each test pins a wrong result or crash found by probing."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+import random
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from persistmemo import Cache
+from persistmemo.keys import canonical_bytes
+
+
+def mem() -> Cache:
+    return Cache("memory://")
+
+
+def closure_keys(values: list[Any]) -> list[str]:
+    """The key of f(1) for a memoized factory closing over each value."""
+    c = mem()
+
+    def factory(v: Any) -> Any:
+        @c.memoize
+        def f(x: int) -> Any:
+            return (v, x)
+
+        return f
+
+    return [factory(v).cache_key(1) for v in values]
+
+
+@dataclasses.dataclass
+class Node:
+    left: Any
+    right: Any
+
+
+class Hooked:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __persistmemo_key__(self) -> Any:
+        return [self.inner, self.inner]
+
+
+@pytest.mark.parametrize("build", [lambda n: Node(n, n), Hooked])
+def test_shared_tagged_objects_encode_in_linear_time(build: Any) -> None:
+    """Dataclasses and hooked objects shared 40 deep encode fast (was 2**n: 33 s at 18)."""
+    x: Any = Node(1, 2)
+    for _ in range(40):
+        x = build(x)
+    t = time.perf_counter()
+    canonical_bytes(x)
+    assert time.perf_counter() - t < 1.0
+
+
+def test_shared_tagged_objects_same_bytes_as_unshared() -> None:
+    """The memo of tagged objects never changes the bytes: shared and rebuilt values agree."""
+    leaf = Node(list(range(30)), "x")
+    shared = Node(leaf, leaf)
+    unshared = Node(Node(list(range(30)), "x"), Node(list(range(30)), "x"))
+    assert canonical_bytes(shared) == canonical_bytes(unshared)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (np.sum, np.mean),
+    (np.add, np.multiply),
+    (slice(1, 2), slice(1, 3)),
+    (operator.itemgetter(0), operator.itemgetter(1)),
+    (operator.attrgetter("real"), operator.attrgetter("imag")),
+    (operator.methodcaller("upper"), operator.methodcaller("lower")),
+    (functools.lru_cache(abs), functools.lru_cache(round)),
+    (random.Random(1), random.Random(2)),
+    (np.random.default_rng(1), np.random.default_rng(2)),
+    (np.random.RandomState(1), np.random.RandomState(2)),
+    (np.poly1d([1, 2]), np.poly1d([1, 3])),
+    (np.vectorize(abs), np.vectorize(round)),
+])
+def test_library_objects_that_behave_differently_get_different_keys(a: Any, b: Any) -> None:
+    """A closure over np.sum vs np.mean, two slices, getters, seeds... never shares a key."""
+    ka, kb = closure_keys([a, b])
+    assert ka != kb
+
+
+def test_library_callable_global_rebound_in_notebook_misses() -> None:
+    """AGG = np.sum then AGG = np.mean (a re-run cell) makes the next call miss."""
+    c = mem()
+    g: dict[str, Any] = {"__name__": "__main__", "c": c, "np": np}
+    exec("AGG = np.sum\n@c.memoize\ndef f(x):\n    return AGG(x)\n", g)  # a notebook cell
+    assert g["f"]([1, 2]) == 3
+    exec("AGG = np.mean", g)
+    assert g["f"]([1, 2]) == 1.5
+
+
+def test_same_rng_seed_same_key() -> None:
+    """Two generators with the same seed (two runs of a script) share a key."""
+    ka, kb = closure_keys([np.random.default_rng(7), np.random.default_rng(7)])
+    assert ka == kb
+
+
+def test_masked_fill_value_is_part_of_the_key() -> None:
+    """Masked arrays differing only in fill_value (filled() differs) get different keys."""
+    a = np.ma.array([1, 2], mask=[0, 1], fill_value=9)
+    b = np.ma.array([1, 2], mask=[0, 1], fill_value=7)
+    assert a.filled().tolist() != b.filled().tolist()
+    assert canonical_bytes(a) != canonical_bytes(b)
+    assert canonical_bytes(a) == canonical_bytes(np.ma.array([1, 2], mask=[0, 1], fill_value=9))
+
+
+def test_dtype_with_out_of_order_fields_is_keyed() -> None:
+    """A dtype whose descr raises ValueError (out-of-order offsets) is keyed, not a crash."""
+    ab = np.dtype({"names": ["a", "b"], "formats": ["u1", "u1"], "offsets": [0, 1]})
+    ba = np.dtype({"names": ["b", "a"], "formats": ["u1", "u1"], "offsets": [1, 0]})
+    ov = np.dtype({"names": ["a", "b"], "formats": ["u1", "u2"], "offsets": [0, 0]})
+    keys = {canonical_bytes(np.zeros(2, dtype=d)) for d in (ab, ba, ov)}
+    assert len(keys) == 3
+    assert canonical_bytes(np.zeros(2, dtype=ba)) == canonical_bytes(np.zeros(2, dtype=ba))
+    assert canonical_bytes(np.zeros(2, dtype=ba)[0]).startswith(b"g")
+
+
+class Scaler:
+    factor = 3
+    registry = object()  # no encoding: recorded by type, not an error
+
+    def apply(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_class_attribute_rebinding_is_noticed() -> None:
+    """Scaler.factor = 7 (a notebook cell) changes the key of a function using Scaler."""
+    c = mem()
+
+    @c.memoize
+    def f(x: int) -> int:
+        return Scaler().apply(x)
+
+    assert f(2) == 6
+    assert f.dependencies()["Scaler.factor"].kind == "value"
+    old = Scaler.factor
+    try:
+        Scaler.factor = 7
+        assert f(2) == 14
+    finally:
+        Scaler.factor = old
+    assert f(2) == 6
+
+
+@dataclasses.dataclass
+class Params:
+    scale: int
+
+    def apply_inplace(self, data: list[int]) -> None:
+        data[:] = [d * self.scale for d in data]
+
+
+def test_effect_only_receiver_with_contents_counts() -> None:
+    """PARAMS.apply_inplace(data) / rng.shuffle(idx) as statements: their contents count."""
+    c = mem()
+    g: dict[str, Any] = {"__name__": "__main__", "c": c, "Params": Params, "np": np}
+    exec("P = Params(2)\nRNG = np.random.default_rng(1)\n"
+         "@c.memoize\ndef f(x):\n    data = [x]\n    P.apply_inplace(data)\n"
+         "    idx = list(range(5))\n    RNG.shuffle(idx)\n    return data[0]\n", g)
+    assert g["f"](3) == 6
+    assert g["f"].dependencies()["P"].kind == "value"
+    assert g["f"].dependencies()["RNG"].kind == "value"
+    exec("P = Params(5)", g)
+    assert g["f"](3) == 15
