@@ -87,7 +87,10 @@ class Resolver:
     def resolve(self, depends_on: tuple[Any, ...]) -> None:
         """Walk from the function, then add ``depends_on`` objects."""
         top = self._unwrap_memoized(self.func)
-        self._visit_function(top, getattr(top, "__qualname__", "<function>"), top=True)
+        if isinstance(top, type):  # a class passed as an argument (see _callargs)
+            self._visit(top, top.__qualname__)
+        else:
+            self._visit_function(top, getattr(top, "__qualname__", "<function>"), top=True)
         for i, obj in enumerate(depends_on):
             self._depends_on(i, obj)
         unknown = self.ignore - self._ignored_hits

@@ -170,3 +170,49 @@ def test_effect_only_receiver_with_contents_counts() -> None:
     assert g["f"].dependencies()["RNG"].kind == "value"
     exec("P = Params(5)", g)
     assert g["f"](3) == 15
+
+
+def test_function_default_argument_is_keyed_by_its_code() -> None:
+    """def f(x, fn=helper): no KeyEncodingError; f(1) == f(1, helper); SCALE rebound misses."""
+    c = mem()
+    g: dict[str, Any] = {"__name__": "__main__", "c": c}
+    exec("SCALE = 2\ndef helper(x):\n    return x * SCALE\ndef other(x):\n    return -x\n"
+         "@c.memoize\ndef f(x, fn=helper):\n    return fn(x)\n", g)
+    f = g["f"]
+    assert f(1) == 2
+    assert f.cache_key(1) == f.cache_key(1, g["helper"]) != f.cache_key(1, g["other"])
+    assert f(1, g["other"]) == -1
+    exec("SCALE = 3", g)
+    assert f(1) == 3
+    assert f.cache_key(1, np.negative) != f.cache_key(1, np.positive)
+
+
+def test_classmethod_under_memoize_keys_cls_by_its_code() -> None:
+    """@classmethod over @memoize: the cls argument is keyed by the class's code."""
+    c = mem()
+
+    class Base:
+        k = 1
+
+        @classmethod
+        @c.memoize
+        def make(cls, x: int) -> int:
+            return cls.k * x
+
+    class Sub(Base):
+        k = 5
+
+    assert Base.make(2) == 2
+    assert Sub.make(2) == 10
+
+
+def test_function_argument_reading_unencodable_global_names_it() -> None:
+    """A function argument whose helper reads an unencodable object: a clear error."""
+    c = mem()
+    g: dict[str, Any] = {"__name__": "__main__", "c": c}
+    exec("class U: pass\nOBJ = U()\ndef uses(x):\n    return (OBJ, x)\n"
+         "@c.memoize\ndef f(x, fn):\n    return 1\n", g)
+    from persistmemo import KeyEncodingError
+
+    with pytest.raises(KeyEncodingError, match="OBJ"):
+        g["f"](1, g["uses"])
