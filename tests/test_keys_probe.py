@@ -216,3 +216,70 @@ def test_function_argument_reading_unencodable_global_names_it() -> None:
 
     with pytest.raises(KeyEncodingError, match="OBJ"):
         g["f"](1, g["uses"])
+
+
+TRICKY = '''
+def deco(*a):
+    return lambda f: f
+
+
+def with_string(x):
+    s = """
+not indented
+"""
+    return s + x
+
+
+class K:
+    @staticmethod
+    @deco(
+  1)
+    def m(x): return x
+
+    async def am(self):
+        # a comment
+        return 1
+
+
+def one(x): return x
+
+
+def cont(x):
+    return (x +
+1)
+
+
+def outer():
+    def inner(y):
+
+        return y
+    return inner
+
+
+@deco(1)
+def decorated(x):
+    """Doc."""
+    return x
+'''
+
+
+def test_single_def_parse_matches_whole_file_parse(tmp_path: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast per-def parse gives exactly the whole-file parse's code text (tricky layouts)."""
+    import importlib.util
+
+    from persistmemo import _source
+
+    path = tmp_path / "tricky_mod.py"
+    path.write_text(TRICKY)
+    spec = importlib.util.spec_from_file_location("tricky_mod", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    objs = [mod.with_string, mod.K.m, mod.K.am, mod.one, mod.cont, mod.outer, mod.outer(),
+            mod.decorated]
+    fast = [_source.code_text(o) for o in objs]
+    monkeypatch.setattr(_source, "_block", lambda code, g: None)
+    slow = [_source.code_text(o) for o in objs]
+    assert fast == slow
+    assert all(t.startswith("ast:") for t in fast)
