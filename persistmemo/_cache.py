@@ -10,13 +10,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from persistmemo.backends.base import Backend
 from persistmemo.config import resolve_backend, seconds
-from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
+from persistmemo.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    StoreDisabled,
+)
 
 if TYPE_CHECKING:
     import datetime as _dt
 
     from persistmemo._decorator import AsyncMemoized, Memoized, _Decorator
-    from persistmemo._engine import CacheInfo
+    from persistmemo._engine import CacheInfo, Stats
     from persistmemo.codec import Codec, Serializer
 
 __all__ = ["Cache"]
@@ -130,7 +135,7 @@ class Cache:
         down = self._down_until
         return not down or time.monotonic() >= down
 
-    def backend_failed(self, exc: BackendError) -> None:
+    def backend_failed(self, exc: BackendError, stats: Stats | None = None) -> None:
         """Count a store failure; raise it, or (for an unreachable store) open the breaker.
 
         Only :class:`BackendUnavailable` (refused, timed out, paused) opens the breaker for
@@ -139,8 +144,17 @@ class Cache:
         so they are counted and logged once per kind but do not stop the store being used.
         """
         self.stats.errors += 1
+        if stats is not None:  # the memoized function's own counters (cache_info())
+            stats.errors += 1
         if not self.fail_open:
             raise exc
+        if isinstance(exc, StoreDisabled):  # unsafe/unusable directory: off for this process
+            first = self._down_until != float("inf")
+            self._down_until = float("inf")
+            if first:
+                _log().warning("persistmemo: cache store disabled for this process: %s; results "
+                               "are computed without it", exc)
+            return
         if isinstance(exc, BackendUnavailable):
             first = not self._down_until
             self._down_until = time.monotonic() + self.backoff

@@ -88,7 +88,7 @@ class _MemoizedBase(Generic[P, R]):
         try:
             return engine.cache.backend.delete(self.keys(args, kwargs))
         except BackendError as exc:
-            engine.cache.backend_failed(exc)
+            engine.cache.backend_failed(exc, engine.stats)
             return False
 
     def cache_clear(self) -> int:
@@ -97,7 +97,7 @@ class _MemoizedBase(Generic[P, R]):
         try:
             return engine.cache.backend.clear(self.keys.prefix)
         except BackendError as exc:
-            engine.cache.backend_failed(exc)
+            engine.cache.backend_failed(exc, engine.stats)
             return 0
 
     def cache_info(self) -> CacheInfo:
@@ -146,7 +146,7 @@ class Memoized(_MemoizedBase[P, R]):
                 raws = cache.backend.get_many(keys)
                 found = [engine.decode(r, k) for r, k in zip(raws, keys)]
             except BackendError as exc:
-                cache.backend_failed(exc)
+                cache.backend_failed(exc, engine.stats)
         results: list[Any] = []
         todo: dict[str, bytes] = {}
         computed: dict[str, Any] = {}
@@ -167,7 +167,7 @@ class Memoized(_MemoizedBase[P, R]):
                 cache.backend.set_many(list(todo.items()), ttl=engine.ttl)
                 engine.stats.stores += len(todo)
             except BackendError as exc:
-                cache.backend_failed(exc)
+                cache.backend_failed(exc, engine.stats)
         return results
 
 

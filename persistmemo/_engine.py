@@ -251,7 +251,7 @@ class Engine:
             try:
                 raw = backend.get(key)
             except BackendError as exc:
-                cache.backend_failed(exc)
+                cache.backend_failed(exc, self.stats)
             else:
                 if cache._down_until:
                     cache.backend_ok()
@@ -344,7 +344,7 @@ class Engine:
                 try:
                     result = backend.acquire_and_get(lock, key)
                 except BackendError as exc:
-                    cache.backend_failed(exc)
+                    cache.backend_failed(exc, self.stats)
                     return self._run_and_store(key, args, kwargs, None, flight)
                 delay = steps.send(result)
         except StopIteration as done:
@@ -360,7 +360,7 @@ class Engine:
         try:
             lock.release()
         except BackendError as exc:
-            self.cache.backend_failed(exc)
+            self.cache.backend_failed(exc, self.stats)
 
     def _started(self, lock: Lock | None) -> float:
         """Bookkeeping before the function runs; returns the start time."""
@@ -401,7 +401,7 @@ class Engine:
             self.cache.backend.set_and_release(key, raw, ttl=self.ttl, lock=lock)
             self._store_counted()
         except BackendError as exc:
-            self.cache.backend_failed(exc)
+            self.cache.backend_failed(exc, self.stats)
         return value
 
     # -- async path ----------------------------------------------------------------------------
@@ -418,7 +418,7 @@ class Engine:
             try:
                 value = self.decode(await cache.backend.aget(key), key)
             except BackendError as exc:
-                cache.backend_failed(exc)
+                cache.backend_failed(exc, self.stats)
             else:
                 if cache._down_until:
                     cache.backend_ok()
@@ -473,7 +473,7 @@ class Engine:
                 try:
                     result = await backend.aacquire_and_get(lock, key)
                 except BackendError as exc:
-                    cache.backend_failed(exc)
+                    cache.backend_failed(exc, self.stats)
                     return await self._arun_and_store(key, args, kwargs, None, flight)
                 delay = steps.send(result)
         except StopIteration as done:
@@ -490,7 +490,7 @@ class Engine:
         try:
             await self.cache.backend.arelease(lock)
         except BackendError as exc:
-            self.cache.backend_failed(exc)
+            self.cache.backend_failed(exc, self.stats)
 
     async def _arun_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                               lock: Lock | None, flight: _Flight | None = None) -> Any:
@@ -514,5 +514,5 @@ class Engine:
             await self.cache.backend.aset_and_release(key, raw, ttl=self.ttl, lock=lock)
             self._store_counted()
         except BackendError as exc:
-            self.cache.backend_failed(exc)
+            self.cache.backend_failed(exc, self.stats)
         return value
