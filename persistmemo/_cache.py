@@ -58,7 +58,9 @@ class Cache:
         namespace: keeps applications apart in one store (``[A-Za-z0-9_.-]``).
         ttl: default time to live of entries (seconds or ``timedelta``; ``None``: forever).
         serializer: ``"msgpack"`` (default, data only) or ``"pickle"`` (needs ``secret``).
-        secret: HMAC key for the pickle serializer (default ``PERSISTMEMO_SECRET``).
+        secret: signs every entry (keyed BLAKE3), with any serializer; unsigned or badly
+            signed entries are then misses (default ``PERSISTMEMO_SECRET``). Needed for pickle;
+            recommended for any store others can write (a shared Redis): see SECURITY.md.
         verify_keys: older secrets still accepted when reading (key rotation).
         lock: single-flight per key across threads, processes and machines (default True).
         lock_ttl: lease of the cross-process lock in seconds, renewed while computing.
@@ -66,6 +68,8 @@ class Cache:
         fail_open: on store errors, log, skip the store for ``backoff`` seconds and return the
             function's result (default). ``False`` raises :class:`~persistmemo.BackendError`.
         backoff: seconds the store is skipped after a failure (circuit breaker).
+        max_value_size: the largest stored entry in bytes (default 1 GiB): a larger result is
+            returned but not stored (one warning), a larger stored entry is a miss.
         **backend_options: store options, e.g. ``size_limit`` (disk), ``socket_timeout`` (Redis).
 
     Example:
@@ -91,6 +95,7 @@ class Cache:
         lock_wait: float | _dt.timedelta | None = 300.0,
         fail_open: bool = True,
         backoff: float | _dt.timedelta = 5.0,
+        max_value_size: int | None = None,
         **backend_options: Any,
     ) -> None:
         from persistmemo._engine import Stats
@@ -104,7 +109,8 @@ class Cache:
         self.backoff = seconds(backoff, "backoff") or 0.0
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
-        self.codec = make_codec(serializer, secret, self._verify_keys)
+        self.max_value_size = max_value_size
+        self.codec = make_codec(serializer, secret, self._verify_keys, max_value_size)
         self.stats = Stats()
         self._location = location
         self._backend_options = backend_options
@@ -197,6 +203,7 @@ class Cache:
         lock: bool | None = ...,
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
+        max_value_size: int | None = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:
@@ -243,13 +250,25 @@ def make_codec(
     serializer: str | Serializer | None,
     secret: bytes | str | None,
     verify_keys: Iterable[bytes | str] = (),
+    max_value_size: int | None = None,
 ) -> Codec:
-    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret)."""
-    from persistmemo.codec import Codec, get_serializer
+    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret).
 
-    if secret is None and serializer == "pickle":
+    With a secret every entry is signed, whatever the serializer, and unsigned or badly signed
+    entries are misses.
+    """
+    from persistmemo.codec import DEFAULT_MAX_VALUE_SIZE, Codec, get_serializer
+
+    if secret is None:
         secret = os.environ.get("PERSISTMEMO_SECRET") or None
-    return Codec(get_serializer(serializer, secret=secret, verify_keys=tuple(verify_keys)))
+    keys = tuple(verify_keys)
+    if keys and secret is None:
+        raise ConfigurationError("verify_keys needs a secret (pass secret=... or set "
+                                 "PERSISTMEMO_SECRET): they are older secrets for reading")
+    return Codec(get_serializer(serializer, secret=secret, verify_keys=keys),
+                 secret=secret, verify_keys=keys,
+                 max_value_size=DEFAULT_MAX_VALUE_SIZE if max_value_size is None
+                 else max_value_size)
 
 
 _default_cache: Cache | None = None

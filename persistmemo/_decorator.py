@@ -22,7 +22,7 @@ __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _OPTIONS = frozenset({"ttl", "version", "ignore", "namespace", "key", "serializer", "lock",
-                      "lock_ttl", "lock_wait"})
+                      "lock_ttl", "lock_wait", "max_value_size"})
 
 
 class _MemoizedBase(Generic[P, R]):
@@ -64,8 +64,9 @@ class _MemoizedBase(Generic[P, R]):
             lock_wait=seconds(o["lock_wait"], "lock_wait") if "lock_wait" in o
             else cache.lock_wait,
         )
-        if o.get("serializer") is not None:
-            engine.codec = make_codec(o["serializer"], cache._secret, cache._verify_keys)
+        if o.get("serializer") is not None or o.get("max_value_size") is not None:
+            engine.codec = make_codec(o.get("serializer"), cache._secret, cache._verify_keys,
+                                      o.get("max_value_size") or cache.max_value_size)
         self._engine = engine
         return engine
 
@@ -267,6 +268,7 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    max_value_size: int | None = ...,
     cache: Cache | None = ...,
 ) -> _Decorator: ...
 
@@ -288,6 +290,7 @@ def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        max_value_size: the largest stored entry in bytes (default: the cache's, 1 GiB).
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from ._decode_limits import GUARD_FROM, Budget, unflooded, unflooded_dict
 from .errors import SerializationError
 
 # ---- msgpack extension codes. Persisted: never renumber, only add. Table in docs/codec.md. ----
@@ -244,13 +245,15 @@ def _checked_dtype(np: Any, spec: str) -> Any:
 class _Packing:
     """Per-call packing state: the out-of-band array buffers collected by ``default``."""
 
-    __slots__ = ("buffers", "size")
+    __slots__ = ("buffers", "size", "used")
 
     def __init__(self) -> None:
         self.buffers: list[memoryview] = []
         self.size = 0
+        self.used = False  # whether any ext was produced (then the payload is tagged 0xC1)
 
     def default(self, value: Any) -> Any:
+        self.used = True
         encoder = _ENCODERS.get(type(value))
         if encoder is not None:
             return encoder(value)
@@ -286,7 +289,13 @@ class _Packing:
         return _ext(EXT_NDARRAY, head)
 
 
-def _pack(value: Any, unicode_errors: str | None) -> list[bytes | memoryview]:
+def _pack(value: Any, unicode_errors: str | None, exts: bool = False
+          ) -> list[bytes | memoryview]:
+    """Pack ``value``; ``exts``: it already holds ExtTypes (prepared bytearrays).
+
+    A payload holding any ext is tagged (0xC1, body length, body, buffers) so the reader decodes
+    it with the guarded hooks; an untagged payload must hold no ext at all.
+    """
     state = _Packing()
     packer = msgpack.Packer(
         default=state.default,
@@ -296,7 +305,7 @@ def _pack(value: Any, unicode_errors: str | None) -> list[bytes | memoryview]:
         buf_size=1024,  # the 256 KiB default costs a large malloc per call
     )
     body: bytes = packer.pack(value)
-    if not state.buffers:
+    if not (state.used or exts or state.buffers):
         return [body]
     return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, *state.buffers]
 
@@ -330,8 +339,8 @@ def _b_fraction(items: list[Any]) -> Any:
 
 _MARKERS: dict[int, _Marker] = {
     EXT_TUPLE: _Marker(EXT_TUPLE, lambda items: tuple(items[1:])),
-    EXT_SET: _Marker(EXT_SET, lambda items: set(items[1:])),
-    EXT_FROZENSET: _Marker(EXT_FROZENSET, lambda items: frozenset(items[1:])),
+    EXT_SET: _Marker(EXT_SET, lambda items: set(unflooded(items[1:]))),
+    EXT_FROZENSET: _Marker(EXT_FROZENSET, lambda items: frozenset(unflooded(items[1:]))),
     EXT_ORDEREDDICT: _Marker(EXT_ORDEREDDICT, _b_odict),
     EXT_FRACTION: _Marker(EXT_FRACTION, _b_fraction),
 }
@@ -389,11 +398,21 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
-    """Build the decoder of a compact tuple/set/frozenset: its ext data is a msgpack array."""
+    """Build the decoder of a compact tuple/set/frozenset: its ext data is a flat msgpack array
+    of scalars (no map, no nested array: refused at the first one, before it can expand)."""
 
     def decode(data: bytes) -> Any:
+        lists = [0]
+
+        def one_list(items: list[Any]) -> list[Any]:
+            lists[0] += 1  # the top-level array is the only one, and it is finished last
+            if lists[0] > 1:
+                raise ValueError("nested array in a compact collection")
+            return items
+
         items = msgpack.unpackb(
-            data, raw=False, unicode_errors="surrogatepass", timestamp=3, ext_hook=_no_ext
+            data, raw=False, unicode_errors="surrogatepass", timestamp=3, ext_hook=_no_ext,
+            list_hook=one_list, max_map_len=0,
         )
         if type(items) is not list:
             raise ValueError("compact collection is not an array")
@@ -404,7 +423,7 @@ def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
 
 _LEAVES: dict[int, Callable[[bytes], Any]] = {
     EXT_TUPLE: _compact(tuple),  # non-empty data; an empty one is a marker (general form)
-    EXT_SET: _compact(set),
+    EXT_SET: _compact(set),  # scalars only: no floodable hashes (see _decode_limits)
     EXT_FROZENSET: _compact(frozenset),
     EXT_BIGINT: lambda d: int.from_bytes(d, "big", signed=True),
     EXT_BYTEARRAY: bytearray,
@@ -443,52 +462,48 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
 
 
-def _leaf_hook(code: int, ext: bytes) -> Any:
-    """The ext hook when the payload holds no container marker and no out-of-band buffer."""
-    leaf = _LEAVES.get(code)
-    if leaf is not None:
-        return leaf(ext)
-    if code == EXT_NDARRAY:  # only empty arrays can occur without out-of-band buffers
-        return _d_ndarray(ext, None, [0, 0])
-    raise ValueError(f"unexpected msgpack ext code {code}")
-
-
-_EMPTY_EXT8 = b"\xc7\x00"  # how msgpack encodes an ext with no data, i.e. every marker
+def _no_ext_plain(code: int, ext: bytes) -> Any:
+    raise ValueError(f"ext code {code} in an untagged payload (forged)")
 
 
 def _unpack(data: bytes | memoryview) -> Any:
-    """Decode a msgpack payload (see docs/codec.md) with exact types."""
-    if data[:1] != b"\xc1":  # no out-of-band buffers
+    """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time."""
+    if data[:1] != b"\xc1":  # untagged: plain msgpack without any ext
         if type(data) is not bytes:
             data = bytes(data)  # a copy, but msgpack parsing costs far more per byte
-        if data.find(_EMPTY_EXT8) < 0:
-            # Fast path (ints, strs, lists, dicts, compact tuples...): no marker can occur, so
-            # no per-call state and no list_hook. A forged marker in a non-canonical ext16/ext32
-            # reaches _leaf_hook and fails there.
+        if len(data) < GUARD_FROM:
+            # Fast path (ints, strs, lists, dicts...): no ext can occur, so no floodable hash;
+            # below GUARD_FROM even the worst expansion (~80x) stays a few tens of MiB.
             return msgpack.unpackb(
                 data,
                 raw=False,
                 strict_map_key=False,
                 unicode_errors="surrogatepass",
                 timestamp=3,
-                ext_hook=_leaf_hook,
+                ext_hook=_no_ext_plain,
             )
-    if data[:1] == b"\xc1":
-        _, body_len = _OOB_HEAD.unpack_from(data)
-        view = memoryview(data)
-        body_end = _OOB_HEAD.size + body_len
-        if body_end > len(view):
-            raise ValueError("body length exceeds payload")
-        body: bytes | memoryview = view[_OOB_HEAD.size : body_end]
-        region: memoryview | None = view[body_end:]
-    else:
-        body, region = data, None
+        return _guarded(data, None, len(data), plain=True)
+    _, body_len = _OOB_HEAD.unpack_from(data)
+    view = memoryview(data)
+    body_end = _OOB_HEAD.size + body_len
+    if body_end > len(view):
+        raise ValueError("body length exceeds payload")
+    return _guarded(view[_OOB_HEAD.size : body_end], view[body_end:], len(data))
+
+
+def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
+             plain: bool = False) -> Any:
+    """Decode with per-call hooks: markers, arrays, a memory budget and hash-flood checks."""
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
     # in between.
     state = [0, 0]
+    budget = Budget(size)
 
     def ext_hook(code: int, ext: bytes) -> Any:
+        if plain:
+            raise ValueError(f"ext code {code} in an untagged payload (forged)")
+        budget.charge_ext(len(ext))
         if not ext:
             marker = _MARKERS.get(code)
             if marker is not None:
@@ -499,10 +514,15 @@ def _unpack(data: bytes | memoryview) -> Any:
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:
+        budget.charge_list(len(items))
         if items and type(items[0]) is _Marker:
             state[0] -= 1
             return items[0].build(items)
         return items
+
+    def pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        budget.charge_dict(len(pairs))
+        return unflooded_dict(pairs)
 
     value = msgpack.unpackb(
         body,
@@ -512,6 +532,7 @@ def _unpack(data: bytes | memoryview) -> Any:
         timestamp=3,
         ext_hook=ext_hook,
         list_hook=list_hook,
+        object_pairs_hook=pairs_hook,
     )
     if state[0]:  # a marker outside first position leaked into the value: forged data
         raise ValueError("misplaced container marker")
