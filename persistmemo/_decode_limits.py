@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["EXPANSION", "GUARD_FROM", "MAX_SAME_HASH", "SLACK", "Budget", "unflooded",
            "unflooded_dict"]
 
-EXPANSION = 64  # decoded estimate <= 64 x entry size + SLACK
+EXPANSION = 32  # decoded estimate <= 32 x entry size + SLACK
 SLACK = 16 << 20
 GUARD_FROM = 1 << 20  # untagged payloads smaller than this skip the hooks (bounded by size)
 MAX_SAME_HASH = 64  # distinct items sharing one hash value; legitimate data has a handful

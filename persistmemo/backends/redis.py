@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -34,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
+    InvalidResponse,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -51,9 +52,13 @@ _SCHEMES = {"redis": (False, False), "rediss": (True, False), "unix": (False, Fa
             "redis+cluster": (False, True), "rediss+cluster": (True, True)}  # fmt: skip
 _PARAMS: dict[str, type] = {"db": int, "socket_timeout": float, "connect_timeout": float,
                             "ssl_ca_certs": str, "ssl_certfile": str, "ssl_keyfile": str,
-                            "client_name": str, "max_connections": int}  # fmt: skip
+                            "client_name": str, "max_connections": int, "password": str,
+                            "username": str}  # fmt: skip
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "passwd", "auth", "secret", "token"})
 _GLOB = re.compile(r"([*?\[\]\\])")  # SCAN MATCH metacharacters, escaped with a backslash
-_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, OSError)
+# InvalidResponse: something that is not Redis answers on the port (an HTTP server...): every
+# call would fail the same way, so it trips the breaker like a refused connection.
+_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, InvalidResponse, OSError)
 _MAPPED = (RedisError, RedisClusterException, OSError)
 # KEYS[1] = lock key, ARGV[1] = owner token, ARGV[2] = ttl in ms: act only while we own it.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
@@ -76,6 +81,47 @@ def _value(v: bytes | None) -> bytes | Missing:
     return MISSING if v is None else v
 
 
+def redact_url(url: str) -> str:
+    """Return ``url`` with every password form replaced by ``***``.
+
+    Covers ``user:pw@``, a lone ``pw@`` (redis-py would take it as a user name, but it is often a
+    password), and ``?password=`` style query parameters; the rest is kept for diagnostics.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else (f"{k}={v}" if v else k)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def secret_forms(url: str) -> list[str]:
+    """Every spelling of the URL's secrets that could appear in a message (raw, %-decoded...)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    raw = [parts.password or ""]
+    if parts.username and parts.password is None:
+        raw.append(parts.username)
+    raw += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() in _SECRET_PARAMS]
+    forms: set[str] = set()
+    for r in filter(None, raw):
+        for f in (r, unquote(r), unquote_plus(r), quote(unquote(r), safe=""),
+                  quote_plus(unquote(r))):
+            forms.add(f)
+    return sorted(filter(None, forms), key=len, reverse=True)
+
+
 def _parse_url(
     url: str, timeout: float, connect_timeout: float
 ) -> tuple[bool, dict[str, Any], str]:
@@ -87,10 +133,7 @@ def _parse_url(
     if parts.scheme.lower() not in _SCHEMES:
         raise ConfigurationError(f"Redis URL scheme must be one of {sorted(_SCHEMES)}")
     tls, cluster = _SCHEMES[parts.scheme.lower()]
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    safe = parts._replace(netloc=netloc).geturl()
+    safe = redact_url(url)
     opts: dict[str, Any] = {"socket_timeout": timeout, "connect_timeout": connect_timeout}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _PARAMS or (name.startswith("ssl_") and not tls):
@@ -101,8 +144,10 @@ def _parse_url(
         except ValueError:
             raise ConfigurationError(f"bad value for Redis URL parameter {name!r}") from None
     kw: dict[str, Any] = {
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password is not None else None,
+        "username": opts.pop("username", None)
+        or (unquote(parts.username) if parts.username else None),
+        "password": opts.pop("password", None)
+        or (unquote(parts.password) if parts.password is not None else None),
         "socket_connect_timeout": opts.pop("connect_timeout"), "health_check_interval": 0,
     }  # fmt: skip
     if not (0 < opts["socket_timeout"] < 1e6 and 0 < kw["socket_connect_timeout"] < 1e6):
@@ -145,9 +190,12 @@ class _Guard:
 
     __slots__ = ("label", "secrets")
 
-    def __init__(self, label: str, password: str | None) -> None:
+    def __init__(self, label: str, password: str | None, url: str = "") -> None:
         self.label = label
-        self.secrets = [s for s in {password, password and password.replace("@", "%40")} if s]
+        forms = set(secret_forms(url)) if url else set()
+        if password:
+            forms.update((password, quote(password, safe=""), quote_plus(password)))
+        self.secrets = sorted(forms, key=len, reverse=True)  # longest first: no partial leaks
 
     def __enter__(self) -> None:
         return None
@@ -254,7 +302,7 @@ class RedisBackend(BaseBackend):
             kind = f"{type(target).__module__}.{type(target).__qualname__}"
             raise ConfigurationError(f"expected a Redis URL or a sync redis-py client, got {kind}")
         self.name = "redis-cluster" if self._cluster else "redis"
-        self._guard = _Guard(label, password)
+        self._guard = _Guard(label, password, target if isinstance(target, str) else "")
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._guard.label}>"
