@@ -353,7 +353,7 @@ class Engine:
             return self._run_and_store(key, args, kwargs, lock if acquired else None, flight)
         if acquired:
             self._release(lock)
-        flight.raw = raw
+        flight.raw = raw if type(raw) is bytes else bytes(raw)  # waiters must not share buffers
         return self.hit(value)
 
     def _release(self, lock: Lock) -> None:
@@ -483,7 +483,7 @@ class Engine:
                                               flight)
         if acquired:
             await self._arelease(lock)
-        flight.raw = raw
+        flight.raw = raw if type(raw) is bytes else bytes(raw)  # waiters must not share buffers
         return self.hit(value)
 
     async def _arelease(self, lock: Lock) -> None:

@@ -282,7 +282,11 @@ class _Packing:
             value = np.ascontiguousarray(value)
         # The buffer travels after the msgpack body (no copy here; one copy into the envelope).
         head = bytes((len(spec),)) + spec + bytes((value.ndim,))
-        head += struct.pack(f">{value.ndim}QQ", *value.shape, self.size)
+        offset = _align(self.size)  # every buffer starts 16-aligned in the region
+        if offset > self.size:
+            self.buffers.append(memoryview(bytes(offset - self.size)))
+            self.size = offset
+        head += struct.pack(f">{value.ndim}QQ", *value.shape, offset)
         if value.nbytes:
             self.buffers.append(memoryview(value.reshape(-1).view(np.uint8)))
             self.size += value.nbytes
@@ -307,7 +311,16 @@ def _pack(value: Any, unicode_errors: str | None, exts: bool = False
     body: bytes = packer.pack(value)
     if not (state.used or exts or state.buffers):
         return [body]
-    return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, *state.buffers]
+    if not state.buffers:
+        return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body]
+    end = _OOB_HEAD.size + len(body)
+    pad = bytes(_align(end) - end)  # the region starts 16-aligned (as does the payload)
+    return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, pad, *state.buffers]
+
+
+def _align(n: int) -> int:
+    """Round ``n`` up to a multiple of 16 (array buffers are aligned for any dtype)."""
+    return (n + 15) & ~15
 
 
 # ------------------------------------------------------------------------------------------------
@@ -453,13 +466,19 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
         count *= dim
     nbytes = count * dtype.itemsize
     # Buffers are laid out in the order the arrays occur: every byte is used exactly once.
-    if offset != state[1] or offset + nbytes > (0 if region is None else len(region)):
+    # Buffers are 16-aligned and in the order the arrays occur: no byte is used twice.
+    if offset != _align(state[1]) or offset + nbytes > (0 if region is None else len(region)):
         raise ValueError("ndarray buffer out of place")
     state[1] = offset + nbytes
     if nbytes == 0:
         return np.empty(shape, dtype=dtype)
+    assert region is not None
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
+    if region.readonly:  # bytes: copy once, so the result is writable
+        return flat.reshape(shape).copy()
+    # A private bytearray (the disk store reads values into one): the array keeps it alive and
+    # uses it in place, no copy.
+    return flat.reshape(shape)
 
 
 def _no_ext_plain(code: int, ext: bytes) -> Any:
@@ -488,7 +507,10 @@ def _unpack(data: bytes | memoryview) -> Any:
     body_end = _OOB_HEAD.size + body_len
     if body_end > len(view):
         raise ValueError("body length exceeds payload")
-    return _guarded(view[_OOB_HEAD.size : body_end], view[body_end:], len(data))
+    start = _align(body_end) if len(view) > body_end else body_end
+    if start > len(view):
+        raise ValueError("out-of-band region is truncated")
+    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data))
 
 
 def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,

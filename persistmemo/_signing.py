@@ -46,10 +46,10 @@ def checksum(head: bytes, body: Sequence[bytes | memoryview], size: int) -> byte
     return h.digest()
 
 
-def checksum_ok(head: bytes, body: bytes | memoryview, check: bytes) -> bool:
+def checksum_ok(head: bytes, body: memoryview, check: bytes) -> bool:
     """Whether ``check`` is the XXH3-128 of ``head + body``."""
     if len(body) < _SMALL:
-        return _xxh3_128_digest(head + bytes(body)) == check
+        return _xxh3_128_digest(head + body) == check
     h = _xxh3_128(head)
     h.update(body)
     return h.digest() == check

@@ -359,7 +359,7 @@ class Codec:
             check = checksum(head, body, size)
         return b"".join((header, check, *body))
 
-    def decode(self, data: bytes, *, key: str) -> Entry:
+    def decode(self, data: bytes | bytearray, *, key: str) -> Entry:
         """Verify ``data`` stored under ``key`` and return the :class:`Entry`.
 
         Raises:
@@ -368,8 +368,8 @@ class Codec:
                 serializer only after the check verified.
         """
         # This is the cache-hit path: keep it flat.
-        if type(data) is not bytes:
-            data = bytes(data)
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = bytes(data)  # a bytearray is kept: arrays may then use it without a copy
         if "\0" in key:
             raise DecodeError("cache keys must not contain NUL")
         start = self._start
@@ -382,24 +382,21 @@ class Codec:
         payload_start = start + meta_len
         if payload_start > n:
             raise DecodeError("stored entry is truncated (meta length exceeds the data)")
-        head = key.encode("utf-8", "surrogatepass") + b"\0" + data[:32]
+        head = key.encode("utf-8", "surrogatepass") + b"\0" + bytes(data[:32])
+        body = memoryview(data)[start:]
         if self._signer is not None:
-            ok = self._signer.verify(head, memoryview(data)[start:], data[32:start])
+            ok = self._signer.verify(head, body, bytes(data[32:start]))
         else:
-            ok = checksum_ok(head, memoryview(data)[start:] if n >= 65536 else data[start:],
-                             data[32:start])
+            ok = checksum_ok(head, body, bytes(data[32:start]))
         if not ok:
             raise DecodeError(
                 "integrity check failed: corrupt, truncated, forged, or stored under another key"
             )
         try:
-            if n < 65536:
-                value = self._loads(data[payload_start:])
-            else:
-                value = self._loads(memoryview(data)[payload_start:])
+            value = self._loads(body[meta_len:])
         except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
             raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
-        return _new_entry(Entry, (value, created, duration, data[start:payload_start]))
+        return _new_entry(Entry, (value, created, duration, bytes(data[start:payload_start])))
 
     def peek(self, data: bytes) -> EntryInfo:
         """Read the header and meta of ``data`` without verifying or decoding the payload.
@@ -425,7 +422,7 @@ class Codec:
             version, codec, created, duration, n, bytes(data[start : start + meta_len])
         )
 
-    def _bad_prefix(self, data: bytes) -> DecodeError:
+    def _bad_prefix(self, data: bytes | bytearray) -> DecodeError:
         if len(data) < 6 or data[:2] != MAGIC:
             return DecodeError("not a persistmemo entry (bad magic or too short)")
         if data[2] != FORMAT_VERSION:

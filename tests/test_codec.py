@@ -678,8 +678,9 @@ GOLDEN_PAYLOADS = [
     (
         "ndarray",
         np.arange(4, dtype="<i2").reshape(2, 2),
+        # 0xC1, body length 32, body, 7 zero bytes (the region starts 16-aligned), buffer
         "c10000000000000020c71d20033c69320200000000000000020000000000000002000000000000000000"
-        "00010002000300",
+        "0000000000000000010002000300",
     ),
     (
         "ndarray_empty",

@@ -397,3 +397,25 @@ def test_orphans_are_swept_at_open(tmp_path: Path) -> None:
     assert b2.get("k") == b"y" * 50_000
     assert not orphan.exists() and not zero.exists()
     assert other.exists()
+
+
+def test_disk_array_hits_are_private_aligned_and_writable(tmp_path: Path) -> None:
+    """A numpy result read from a value file is decoded in place: aligned, writable, and each
+    hit gets its own buffer (mutating one never changes the next)."""
+    import numpy as np
+
+    cache = Cache(tmp_path / "c")
+    base = np.arange(100_000, dtype=np.float64)
+
+    @cache.memoize
+    def arrays(n: int) -> tuple[Any, Any]:
+        return base[:n].copy(), base[:n].astype(np.int16)
+
+    arrays(50_000)
+    a, b = arrays(50_000)
+    assert a.flags.aligned and a.flags.writeable and b.flags.aligned
+    a[:] = -1
+    b[:] = -1
+    c, d = arrays(50_000)
+    assert (c == base[:50_000]).all() and (d == base[:50_000].astype(np.int16)).all()
+    assert arrays.cache_info().hits == 2

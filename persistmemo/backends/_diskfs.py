@@ -66,7 +66,7 @@ def _open_dirs(root: str, parts: Iterable[str], create: bool = False) -> int:
     return fd
 
 
-def read_value(root: str, filename: object, size: int | None) -> bytes:
+def read_value(root: str, filename: object, size: int | None) -> bytearray:
     """Read a value file named by a row; it must be a regular file of exactly ``size`` bytes.
 
     Raises:
@@ -90,16 +90,16 @@ def read_value(root: str, filename: object, size: int | None) -> bytes:
             raise UnsafeFile(f"value file {filename!r} is not a regular file")
         if size is not None and st.st_size != size:
             raise UnsafeFile(f"value file {filename!r} has {st.st_size} bytes, not {size}")
-        want = st.st_size
-        chunks = [os.read(fd, want)]  # one read (one copy) for a regular file, as a rule
-        got = len(chunks[0])
-        while got < want:
-            chunk = os.read(fd, want - got)
-            if not chunk:
+        # A private bytearray, read in place: the codec may hand parts of it to the caller
+        # (numpy arrays) without another copy.
+        buf = bytearray(st.st_size)
+        view, got = memoryview(buf), 0
+        while got < len(buf):
+            n = os.readv(fd, [view[got:]])
+            if not n:
                 raise UnsafeFile(f"value file {filename!r} shrank while being read")
-            chunks.append(chunk)
-            got += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            got += n
+        return buf
     finally:
         os.close(fd)
 

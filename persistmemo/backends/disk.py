@@ -368,7 +368,8 @@ class DiskBackend(BaseBackend):
         if mode != MODE_BINARY or value is not None or type(size) is not int:
             return self._refused(f"stored mode {mode}")
         try:
-            return _diskfs.read_value(str(self.directory), filename, size)
+            # A bytearray, not bytes: the codec decodes numpy arrays in it without a copy.
+            return _diskfs.read_value(str(self.directory), filename, size)  # type: ignore[return-value]
         except FileNotFoundError:
             return MISSING  # the row's file was culled or swept between our SELECT and the read
         except UnsafeFile as exc:
