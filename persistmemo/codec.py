@@ -49,7 +49,15 @@ from ._msgpack_ext import EXT_TIME as EXT_TIME
 from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
-from ._signing import CHECKSUM_SIZE, MAC_SIZE, Signer, _secret_bytes, checksum, checksum_ok
+from ._signing import (
+    CHECKSUM_SIZE,
+    MAC_SIZE,
+    Signer,
+    _secret_bytes,
+    _xxh3_128_digest,
+    checksum,
+    checksum_ok,
+)
 from .errors import ConfigurationError, DecodeError, SerializationError
 
 __all__ = [
@@ -383,17 +391,27 @@ class Codec:
         if payload_start > n:
             raise DecodeError("stored entry is truncated (meta length exceeds the data)")
         head = key.encode("utf-8", "surrogatepass") + b"\0" + bytes(data[:32])
-        body = memoryview(data)[start:]
-        if self._signer is not None:
-            ok = self._signer.verify(head, body, bytes(data[32:start]))
-        else:
-            ok = checksum_ok(head, body, bytes(data[32:start]))
+        check = bytes(data[32:start])
+        payload: bytes | memoryview
+        if self._signer is None and type(data) is bytes and n < 65536:
+            # The common small hit: one slice, one hash call, bytes handed to msgpack as is.
+            payload = data[start:]
+            ok = _xxh3_128_digest(head + payload) == check
+            if meta_len:
+                payload = payload[meta_len:]
+        else:  # large, signed or a bytearray: no copies (arrays may be decoded in place)
+            body = memoryview(data)[start:]
+            if self._signer is not None:
+                ok = self._signer.verify(head, body, check)
+            else:
+                ok = checksum_ok(head, body, check)
+            payload = body[meta_len:]
         if not ok:
             raise DecodeError(
                 "integrity check failed: corrupt, truncated, forged, or stored under another key"
             )
         try:
-            value = self._loads(body[meta_len:])
+            value = self._loads(payload)
         except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
             raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
         return _new_entry(Entry, (value, created, duration, bytes(data[start:payload_start])))
