@@ -1,0 +1,112 @@
+"""A bounded SIGKILL campaign on the disk store: writers killed at random moments while a reader
+verifies every value it gets. Pass: 0 wrong values, 0 reader errors, an intact database, and 0
+orphaned value files once the store is opened again."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+WORKER = textwrap.dedent("""
+    import json, os, random, sys, time
+    from persistmemo import Cache
+
+    SIZES = [10, 100, 1000, 40_000, 150_000, 400_000]  # rows and value files
+    cache = Cache(sys.argv[2], size_limit=3_000_000, lock_ttl=1.0, lock_wait=1.0)
+
+    @cache.memoize
+    def f(i):
+        n = SIZES[i % len(SIZES)]
+        return (i, (str(i).encode() * (n // len(str(i)) + 1))[:n])
+
+    mode = sys.argv[1]
+    rnd = random.Random(os.getpid())
+    if mode == "write":
+        f(rnd.randrange(60))
+        print("READY", flush=True)
+        while True:
+            i = rnd.randrange(60)
+            if rnd.random() < 0.3:
+                f.invalidate(i)  # overwrites: old value files are removed after each commit
+            assert f(i) == f.__wrapped__(i)
+    else:
+        stop = sys.argv[3] if len(sys.argv) > 3 else ""
+        reads = wrong = errors = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            for i in (range(60) if mode == "verify" else [rnd.randrange(60)]):
+                try:
+                    value = f(i)
+                except Exception:
+                    errors += 1
+                    continue
+                reads += 1
+                wrong += value != f.__wrapped__(i)
+            if mode == "verify" or os.path.exists(stop):
+                break
+        info = f.cache_info()
+        print(json.dumps({"reads": reads, "wrong": wrong, "errors": errors,
+                          "hits": info.hits, "decode_failures": info.decode_failures}))
+""")
+
+
+def _orphans(d: Path) -> list[Path]:
+    with sqlite3.connect(f"file:{d}/cache.db?mode=ro", uri=True) as con:
+        referenced = {r[0] for r in con.execute(
+            "SELECT filename FROM Cache WHERE filename IS NOT NULL")}
+    return [p for p in d.rglob("*.val") if str(p.relative_to(d)) not in referenced]
+
+
+def test_sigkill_campaign_no_wrong_values_no_orphans(tmp_path: Path) -> None:
+    """>= 200 writer SIGKILLs (0-150 ms after READY) with a verifying reader, in bounded time."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    store, stop = tmp_path / "store", tmp_path / "stop"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    py = [sys.executable, str(worker)]
+    subprocess.run([*py, "verify", str(store)], env=env, check=True, capture_output=True)
+    reader = subprocess.Popen([*py, "read", str(store), str(stop)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    rnd = random.Random(10)
+    kills, t0 = 0, time.monotonic()
+    try:
+        while kills < 200 and time.monotonic() - t0 < 100:
+            writers = [subprocess.Popen([*py, "write", str(store)], env=env,
+                                        stdout=subprocess.PIPE, text=True) for _ in range(2)]
+            for w in writers:
+                assert w.stdout is not None
+                assert w.stdout.readline().strip() == "READY"
+            time.sleep(rnd.uniform(0.0, 0.15))
+            for w in writers:
+                w.send_signal(signal.SIGKILL)
+                w.wait()
+                assert w.stdout is not None
+                w.stdout.close()
+                kills += w.returncode == -signal.SIGKILL
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    stats = json.loads(out)
+    assert kills >= 200, kills
+    assert elapsed < 110, elapsed
+    assert stats["wrong"] == 0 and stats["errors"] == 0, stats
+    assert stats["reads"] > 100, stats
+    with sqlite3.connect(f"file:{store}/cache.db?mode=ro", uri=True) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    time.sleep(0.6)  # the sweep spares files younger than 0.5 s (a live writer's)
+    res = subprocess.run([*py, "verify", str(store)], env=env, check=True,
+                         capture_output=True, text=True)
+    after = json.loads(res.stdout)
+    assert after["wrong"] == 0 and after["errors"] == 0 and after["reads"] == 60, after
+    assert after["hits"] > 0, after
+    assert _orphans(store) == []
+    print(f"campaign: {kills} kills in {elapsed:.1f}s, reader {stats}, after reopen {after}")
