@@ -249,7 +249,9 @@ class Engine:
             if backend is None:
                 backend = cache.backend
             try:
-                raw = backend.get(key)
+                # get_owned: the buffer is ours alone (the disk store reads large values into a
+                # bytearray that numpy results then use in place, without a copy).
+                raw = getattr(backend, "get_owned", backend.get)(key)
             except BackendError as exc:
                 cache.backend_failed(exc, self.stats)
             else:
@@ -416,7 +418,8 @@ class Engine:
         cache = self.cache
         if cache.available():
             try:
-                value = self.decode(await cache.backend.aget(key), key)
+                b = cache.backend
+                value = self.decode(await getattr(b, "aget_owned", b.aget)(key), key)
             except BackendError as exc:
                 cache.backend_failed(exc, self.stats)
             else:

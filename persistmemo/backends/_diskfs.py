@@ -66,8 +66,12 @@ def _open_dirs(root: str, parts: Iterable[str], create: bool = False) -> int:
     return fd
 
 
-def read_value(root: str, filename: object, size: int | None) -> bytearray:
+def read_value(root: str, filename: object, size: int | None, *, owned: bool = False
+               ) -> bytes | bytearray:
     """Read a value file named by a row; it must be a regular file of exactly ``size`` bytes.
+
+    ``owned``: return a private ``bytearray`` (numpy results may then use it in place), else
+    ``bytes``. Either way the data is copied once, from the page cache.
 
     Raises:
         UnsafeFile: a foreign name, a symlink, a non-regular file or a size mismatch.
@@ -90,18 +94,33 @@ def read_value(root: str, filename: object, size: int | None) -> bytearray:
             raise UnsafeFile(f"value file {filename!r} is not a regular file")
         if size is not None and st.st_size != size:
             raise UnsafeFile(f"value file {filename!r} has {st.st_size} bytes, not {size}")
-        # A private bytearray, read in place: the codec may hand parts of it to the caller
-        # (numpy arrays) without another copy.
-        buf = bytearray(st.st_size)
-        view, got = memoryview(buf), 0
-        while got < len(buf):
-            n = os.readv(fd, [view[got:]])
-            if not n:
-                raise UnsafeFile(f"value file {filename!r} shrank while being read")
-            got += n
-        return buf
+        return _read_owned(fd, st.st_size, filename) if owned else _read_bytes(fd, st.st_size,
+                                                                                filename)
     finally:
         os.close(fd)
+
+
+def _read_owned(fd: int, size: int, filename: object) -> bytearray:
+    buf = bytearray(size)
+    view, got = memoryview(buf), 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise UnsafeFile(f"value file {filename!r} shrank while being read")
+        got += n
+    return buf
+
+
+def _read_bytes(fd: int, size: int, filename: object) -> bytes:
+    chunks = [os.read(fd, size)]  # one read (one copy) for a regular file, as a rule
+    got = len(chunks[0])
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            raise UnsafeFile(f"value file {filename!r} shrank while being read")
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def write_value(root: str, filename: str, data: bytes | memoryview) -> int:

@@ -159,6 +159,7 @@ class DiskBackend(BaseBackend):
         self._open_lock = threading.Lock()
         self._last_sweep = 0.0
         self._warned: set[str] = set()
+        self._owned = threading.local()  # set while get_owned() runs in this thread
 
     def __repr__(self) -> str:
         return f"<DiskBackend {str(self.directory)!r}>"
@@ -362,14 +363,33 @@ class DiskBackend(BaseBackend):
             raise self._fail(exc, "get_many") from exc
         return [found.get(k, MISSING) for k in keys]
 
+    def get_owned(self, key: str) -> bytes | bytearray | Missing:
+        """Like :meth:`get`, but a large value comes back as a private ``bytearray``.
+
+        The caller owns it: the codec decodes numpy arrays in it in place (no copy), which is
+        what makes a 10 MB array hit as fast as reading the file.
+        """
+        self._owned.on = True
+        try:
+            return self.get(key)
+        finally:
+            self._owned.on = False
+
+    async def aget_owned(self, key: str) -> bytes | bytearray | Missing:
+        """Async twin of :meth:`get_owned` (a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.get_owned, key)
+
     def _fetch(self, mode: int, filename: Any, value: Any, size: Any) -> bytes | Missing:
         if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
             return bytes(value)
         if mode != MODE_BINARY or value is not None or type(size) is not int:
             return self._refused(f"stored mode {mode}")
         try:
-            # A bytearray, not bytes: the codec decodes numpy arrays in it without a copy.
-            return _diskfs.read_value(str(self.directory), filename, size)  # type: ignore[return-value]
+            owned = getattr(self._owned, "on", False)  # get_owned(): a private bytearray
+            return _diskfs.read_value(str(self.directory), filename, size,  # type: ignore[return-value]
+                                      owned=owned)
         except FileNotFoundError:
             return MISSING  # the row's file was culled or swept between our SELECT and the read
         except UnsafeFile as exc:
