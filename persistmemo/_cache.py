@@ -119,7 +119,7 @@ class Cache:
         self._down_until = 0.0
         self._error_kinds: set[str] = set()
         if location is not None:  # validate eagerly: a bad URL fails here, not on first call
-            self._backend = resolve_backend(location, **backend_options)
+            self._backend = self._limited(resolve_backend(location, **backend_options))
 
     def __repr__(self) -> str:
         return f"<persistmemo.Cache backend={self._backend!r} namespace={self.namespace!r}>"
@@ -131,9 +131,17 @@ class Cache:
         if b is None:
             with self._open_lock:
                 if self._backend is None:
-                    self._backend = resolve_backend(self._location, **self._backend_options)
+                    self._backend = self._limited(
+                        resolve_backend(self._location, **self._backend_options))
                 b = self._backend
         return b
+
+    def _limited(self, backend: Backend) -> Backend:
+        """Let the store refuse entries over max_value_size before reading them, if it can."""
+        limit = getattr(backend, "limit_reads", None)
+        if limit is not None:
+            limit(self.codec.max_value_size)
+        return backend
 
     # -- circuit breaker ---------------------------------------------------------------------
     def available(self) -> bool:

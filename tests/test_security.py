@@ -341,3 +341,38 @@ def test_garbage_responder_trips_the_breaker(caplog: pytest.LogCaptureFixture) -
         assert len([r for r in caplog.records if r.name == "persistmemo"]) == 1
     finally:
         srv.close()
+
+
+def test_oversized_stored_values_are_refused_before_reading(location: str,
+                                                            tmp_path: Path) -> None:
+    """A planted entry far over max_value_size is refused by the store (row size on disk, a
+    server-side STRLEN on Redis) before it is read: fast, no allocation, a counted miss."""
+    cache = Cache(location, max_value_size=1 << 20)
+    calls: list[Any] = []
+    f = _fn(cache, calls)
+    key = f.cache_key(9)  # type: ignore[attr-defined]
+    if location.startswith("redis"):
+        cache.backend.set(key, b"\0" * (64 << 20))
+    else:
+        f(9)  # a row to hijack: point it at a 1 GiB sparse value file
+        import sqlite3
+
+        name = "ab/cd/" + "e" * 28 + ".val"
+        path = Path(location) / name
+        path.parent.mkdir(parents=True)
+        with open(path, "wb") as fh:
+            fh.truncate(1 << 30)
+        with sqlite3.connect(Path(location) / "cache.db") as con:
+            con.execute("UPDATE Cache SET mode = 2, filename = ?, value = NULL, size = ? "
+                        "WHERE key = ?", (name, 1 << 30, key))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        assert f(9) == _want(9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 1.0
+    assert peak < 8 << 20, peak
+    assert f.cache_info().decode_failures == 1  # type: ignore[attr-defined]
+    assert f(9) == _want(9) and f.cache_info().hits == 1  # type: ignore[attr-defined]

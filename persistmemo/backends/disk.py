@@ -160,6 +160,7 @@ class DiskBackend(BaseBackend):
         self._last_sweep = 0.0
         self._warned: set[str] = set()
         self._owned = threading.local()  # set while get_owned() runs in this thread
+        self._max_read = 1 << 62  # limit_reads()
 
     def __repr__(self) -> str:
         return f"<DiskBackend {str(self.directory)!r}>"
@@ -363,6 +364,10 @@ class DiskBackend(BaseBackend):
             raise self._fail(exc, "get_many") from exc
         return [found.get(k, MISSING) for k in keys]
 
+    def limit_reads(self, max_size: int) -> None:
+        """Refuse stored values over ``max_size`` bytes from their row, without reading them."""
+        self._max_read = min(self._max_read, max_size)  # shared backend: the smallest wins
+
     def get_owned(self, key: str) -> bytes | bytearray | Missing:
         """Like :meth:`get`, but a large value comes back as a private ``bytearray``.
 
@@ -386,6 +391,8 @@ class DiskBackend(BaseBackend):
             return bytes(value)
         if mode != MODE_BINARY or value is not None or type(size) is not int:
             return self._refused(f"stored mode {mode}")
+        if size > self._max_read:
+            return self._refused(f"entry of {size} bytes over max_value_size={self._max_read}")
         try:
             owned = getattr(self._owned, "on", False)  # get_owned(): a private bytearray
             return _diskfs.read_value(str(self.directory), filename, size,  # type: ignore[return-value]

@@ -68,7 +68,14 @@ _RENEW = (
 )
 LOCK_SUFFIX = ":lock"  # a lease lives next to its entry: same namespace, ACL pattern and clear()
 _LOCK_BYTES = LOCK_SUFFIX.encode()
-_SHA = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RELEASE, _RENEW)}
+# GET, unless the value is over ARGV[1] bytes (then -1): a planted giant value is refused by the
+# server, before a byte of it crosses the network or is allocated here.
+_GET_BOUNDED = (
+    "if redis.call('strlen', KEYS[1]) > tonumber(ARGV[1]) then return -1 end "
+    "return redis.call('get', KEYS[1])"
+)
+_SHA = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RELEASE, _RENEW, _GET_BOUNDED)}
+_REDIS_MAX_STRING = 512 << 20  # a Redis string is at most 512 MiB: larger limits need no check
 
 
 def _ms(ttl: float | None) -> int | None:
@@ -120,6 +127,15 @@ def secret_forms(url: str) -> list[str]:
                   quote_plus(unquote(r))):
             forms.add(f)
     return sorted(filter(None, forms), key=len, reverse=True)
+
+
+def _bounded(v: Any) -> bytes | Missing:
+    """Map the bounded GET script's reply: nil -> MISSING, -1 (too large) -> a refused entry."""
+    if v is None:
+        return MISSING
+    if isinstance(v, int):
+        return b""  # not an envelope: the engine counts and logs a miss
+    return bytes(v)
 
 
 def _parse_url(
@@ -284,6 +300,7 @@ class RedisBackend(BaseBackend):
             raise ConfigurationError(f"unknown Redis backend option(s) {sorted(unknown)} ({known})")
         self._lock, self._pid = threading.Lock(), os.getpid()
         self._aclients: dict[int, _AsyncConn] = {}
+        self._max_read: int | None = None  # limit_reads(): refuse larger values server-side
         self._client: Any = None
         self._kw: dict[str, Any] | None  # client kwargs, sync and async; None: async via threads
         self._owned = isinstance(target, str)
@@ -367,8 +384,15 @@ class RedisBackend(BaseBackend):
             return await c.eval(script, 1, key, *args)
 
     # -- primitives ------------------------------------------------------------------------
+    def limit_reads(self, max_size: int) -> None:
+        """Refuse (server-side) stored values over ``max_size`` bytes on the hit path."""
+        if max_size < min(self._max_read or _REDIS_MAX_STRING, _REDIS_MAX_STRING):
+            self._max_read = max_size  # caches sharing this backend: the smallest limit wins
+
     def get(self, key: str) -> bytes | Missing:
-        """Return the value under ``key`` (one GET)."""
+        """Return the value under ``key`` (one GET, or a bounded GET script with a limit)."""
+        if self._max_read is not None:
+            return _bounded(self._eval(_GET_BOUNDED, key, self._max_read))
         with self._guard:
             value: bytes | None = self._sync().get(key)
         return MISSING if value is None else value
@@ -505,6 +529,8 @@ class RedisBackend(BaseBackend):
     @_native
     async def aget(self, c: Any, key: str) -> bytes | Missing:
         """Return the value under ``key``."""
+        if self._max_read is not None:
+            return _bounded(await self._aeval(c, _GET_BOUNDED, key, self._max_read))
         return _value(await c.get(key))
 
     @_native
