@@ -3,11 +3,11 @@
 Keys are ``str`` and values ``bytes``, so diskcache never pickles either. Everything diskcache
 reads back is treated as data an attacker may have written:
 
-- :class:`_BytesOnlyDisk` refuses every row ``mode`` except raw bytes and binary files (diskcache
+- ``_diskstore._BytesOnlyDisk`` refuses every row ``mode`` except raw bytes and binary files (diskcache
   would unpickle a row marked ``MODE_PICKLE``, CVE-2025-69872), and opens, writes and deletes
   only files named as diskcache names them, inside the directory, never through a symlink
   (:mod:`._diskfs`);
-- SQLite's memory-mapped I/O is off on every connection (:class:`_SafeCache`): with it on, a
+- SQLite's memory-mapped I/O is off on every connection (``_diskstore._SafeCache``): with it on, a
   database truncated under a running process kills the process with SIGBUS; with it off, that
   is an I/O error, turned into a miss or a quarantine-and-rebuild.
 
@@ -28,12 +28,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import diskcache
-from diskcache.core import ENOVAL, MODE_BINARY, MODE_RAW, UNKNOWN
+from diskcache.core import MODE_BINARY, MODE_RAW
 
-from persistmemo.backends import _diskfs
+from persistmemo.backends import _diskfs, _diskstore
 from persistmemo.backends._diskfs import UnsafeFile
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Lock, Missing
 from persistmemo.errors import BackendError, BackendUnavailable, StoreDisabled
@@ -48,83 +47,6 @@ _ORPHAN_GRACE = 0.5  # seconds: younger unreferenced files may belong to a live 
 _SWEEP_BUDGET = 0.25  # seconds per automatic sweep (at open, after a failed write)
 _SWEEP_EVERY = 10.0  # seconds between sweeps after failed writes
 _REFUSED = b""  # what a refused row reads as: not an envelope, so a counted, logged miss
-
-
-def _log() -> Any:
-    import logging  # lazily: only the rare paths log here
-
-    return logging.getLogger("persistmemo")
-
-
-class _Refused(Exception):
-    """A stored row uses a representation persistmemo never writes (e.g. pickle)."""
-
-
-class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache ``Disk`` that only ever returns bytes and never unpickles anything."""
-
-    def __init__(self, directory: str, **kwargs: Any) -> None:
-        super().__init__(directory, **kwargs)
-        self.written = threading.local()  # the value file this thread's last store() created
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise _Refused("non-raw key")
-        return bytes(key) if isinstance(key, (bytes, memoryview)) else key
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
-            return bytes(value)
-        if mode == MODE_BINARY and not read:
-            try:
-                return _diskfs.read_value(self._directory, filename, None)
-            except UnsafeFile as exc:
-                raise _Refused(str(exc)) from None
-        raise _Refused(f"stored mode {mode}")
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
-        if read:
-            value = value.read()
-        if type(value) is not bytes:
-            raise _Refused("the disk store only stores bytes")
-        if len(value) < self.min_file_size:
-            return 0, MODE_RAW, None, sqlite3.Binary(value)
-        filename, _ = self.filename(key, value)
-        _diskfs.write_value(self._directory, filename, value)
-        self.written.name = filename
-        return len(value), MODE_BINARY, filename, None
-
-    def remove(self, file_path: str) -> None:
-        # Rows name the files diskcache deletes on overwrite, delete and cull: foreign names
-        # (absolute, ``../``, symlinks) are refused, so no file outside the cache is touched.
-        _diskfs.remove_value(self._directory, file_path)
-
-
-class _SafeCache(diskcache.Cache):  # type: ignore[misc]
-    """``diskcache.Cache`` with SQLite's memory-mapped I/O forced off on every connection.
-
-    diskcache re-applies the ``sqlite_*`` settings stored in the database to each new
-    connection, so the Settings table (writable by anyone who can write the directory) could
-    turn mmap back on: every setting of ``mmap_size`` goes through here and becomes 0.
-    """
-
-    def reset(self, key: str, value: Any = ENOVAL, update: bool = True) -> Any:
-        if key == "sqlite_mmap_size" and value is not ENOVAL:
-            value = 0
-        return super().reset(key, value, update)
-
-
-def _busy(exc: BaseException) -> bool:
-    """Whether ``exc`` means "another process holds the database" (try again later)."""
-    return isinstance(exc, diskcache.Timeout) or (
-        isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc))
-
-
-def _corrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database is damaged (or was truncated under us)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return "disk I/O" in str(exc)
-    return isinstance(exc, sqlite3.DatabaseError)
 
 
 class DiskBackend(BaseBackend):
@@ -213,7 +135,7 @@ class DiskBackend(BaseBackend):
             try:
                 self._cache = self._open_cache()
             except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-                if _busy(exc):
+                if _diskstore.busy(exc):
                     raise BackendUnavailable(
                         f"disk cache {self.directory} is busy: {exc}") from exc
                 reason = f"{type(exc).__name__}: {exc}"
@@ -232,44 +154,17 @@ class DiskBackend(BaseBackend):
             return self._quarantine_and_reopen(exc)
 
     def _new_cache(self) -> diskcache.Cache:
-        return _SafeCache(
-            str(self.directory),
-            timeout=self.busy_timeout,
-            disk=_BytesOnlyDisk,
-            size_limit=self.size_limit,
-            eviction_policy="least-recently-stored",  # hits never write
-            statistics=False,
-            sqlite_mmap_size=0,
-        )
+        return _diskstore.new_cache(self.directory, self.busy_timeout, self.size_limit)
 
     def _open_read_only(self, reason: str) -> sqlite3.Connection:
-        """Open the existing index read-only, or raise StoreDisabled naming reason and fix."""
-        db = self.directory / "cache.db"
-        fix = ("make it writable (or free space), or pass another location "
-               "(Cache('/some/dir') or PERSISTMEMO_URL)")
-        if not db.is_file() or db.is_symlink():
-            raise StoreDisabled(f"cache directory {str(self.directory)!r} cannot be used "
-                                f"({reason}) and holds no cache to read; {fix}")
-        uris = [f"file:{quote(str(db))}?mode=ro"]
-        if not os.access(self.directory, os.W_OK):  # nobody can write it: no locking needed
-            uris.append(f"file:{quote(str(db))}?immutable=1")
-        for uri in uris:
-            con = None
-            try:
-                con = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
-                                      isolation_level=None, check_same_thread=False)
-                con.execute("PRAGMA mmap_size = 0")
-                con.execute("SELECT key FROM Cache LIMIT 1").fetchall()
-            except sqlite3.Error:
-                if con is not None:
-                    con.close()
-                continue
-            _log().warning("persistmemo: disk cache %s cannot be written (%s); its entries are "
-                           "served read-only and new results are not stored; %s",
-                           self.directory, reason, fix)
-            return con
-        raise StoreDisabled(f"cache directory {str(self.directory)!r} cannot be written "
-                            f"({reason}) nor read; {fix}")
+        return _diskstore.open_read_only(self.directory, self.busy_timeout, reason)
+
+    def _quarantine_and_reopen(self, exc: BaseException) -> diskcache.Cache:
+        _diskstore.quarantine(self.directory, exc)
+        try:
+            return self._new_cache()
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc2:
+            raise BackendError(f"cannot reopen disk cache {self.directory}: {exc2}") from exc2
 
     def _reader(self) -> sqlite3.Connection:
         """The connection reads go through: diskcache's, or the read-only one."""
@@ -288,25 +183,11 @@ class DiskBackend(BaseBackend):
         con: sqlite3.Connection = c._con
         return con
 
-    def _quarantine_and_reopen(self, exc: BaseException) -> diskcache.Cache:
-        """Move a corrupt database aside (kept for inspection) and start an empty one."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        _log().error("persistmemo: disk cache %s is corrupt (%s); moved aside, starting empty",
-                     self.directory, exc)
-        try:
-            for suffix in ("", "-wal", "-shm"):
-                db = self.directory / f"cache.db{suffix}"
-                if db.exists():
-                    db.rename(self.directory / f"cache.db{suffix}.corrupt-{stamp}-{os.getpid()}")
-            return self._new_cache()
-        except (sqlite3.Error, OSError, diskcache.Timeout) as exc2:
-            raise BackendError(f"cannot reopen disk cache {self.directory}: {exc2}") from exc2
-
     def _fail(self, exc: BaseException, what: str) -> BackendError:
-        if _busy(exc):
+        if _diskstore.busy(exc):
             # Busy beyond busy_timeout: the breaker should stop every call paying it again.
             return BackendUnavailable(f"disk cache {what} timed out: {exc}")
-        if _corrupt(exc):
+        if _diskstore.corrupt(exc):
             # Corruption (or a database truncated under us) found while running: quarantine
             # so the next call starts clean.
             with self._open_lock:
@@ -323,7 +204,7 @@ class DiskBackend(BaseBackend):
         tag = reason.split(" ", 2)[-1][:40]
         if tag not in self._warned:
             self._warned.add(tag)
-            _log().warning("persistmemo: disk cache %s: refused a stored row (%s)",
+            _diskstore.log().warning("persistmemo: disk cache %s: refused a stored row (%s)",
                            self.directory, reason)
         return _REFUSED
 
@@ -412,7 +293,7 @@ class DiskBackend(BaseBackend):
             self._after_failed_write(disk)
             raise self._fail(exc, "set") from exc
 
-    def _after_failed_write(self, disk: _BytesOnlyDisk) -> None:
+    def _after_failed_write(self, disk: Any) -> None:
         """Remove the value file a failed store left behind, then sweep (rate-limited)."""
         name = getattr(disk.written, "name", None)
         if name is not None:  # its row was rolled back: nobody references the file
@@ -589,7 +470,7 @@ class DiskLock(BaseLock):
         """Whether this token holds the lease (call inside a transaction)."""
         try:
             return bool(cache.get(self.key, MISSING) == self._value)
-        except _Refused:
+        except _diskstore.Refused:
             return False
 
     def _release_in_txn(self, cache: diskcache.Cache) -> bool:
