@@ -3,10 +3,10 @@
 Keys are ``str`` and values ``bytes``, so diskcache never pickles either. Everything diskcache
 reads back is treated as data an attacker may have written:
 
-- ``_diskstore._BytesOnlyDisk`` refuses every row ``mode`` except raw bytes and binary files (diskcache
-  would unpickle a row marked ``MODE_PICKLE``, CVE-2025-69872), and opens, writes and deletes
-  only files named as diskcache names them, inside the directory, never through a symlink
-  (:mod:`._diskfs`);
+- ``_diskstore._BytesOnlyDisk`` refuses every row ``mode`` except raw bytes and binary files
+  (diskcache would unpickle a row marked ``MODE_PICKLE``, CVE-2025-69872), and opens, writes
+  and deletes only files named as diskcache names them, inside the directory, never through a
+  symlink (:mod:`._diskfs`);
 - SQLite's memory-mapped I/O is off on every connection (``_diskstore._SafeCache``): with it on, a
   database truncated under a running process kills the process with SIGBUS; with it off, that
   is an I/O error, turned into a miss or a quarantine-and-rebuild.
