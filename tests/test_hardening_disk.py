@@ -434,7 +434,9 @@ def test_wal_deleted_under_a_writer_then_killed(tmp_path: Path) -> None:
             return [i] * (i % 7) + [str(i)] * 3
         if sys.argv[1] == "write":
             print("READY", flush=True)
-            while True:
+            import time
+            end = time.monotonic() + 20  # never outlive the test by much
+            while time.monotonic() < end:
                 i = random.randrange(500)
                 f.invalidate(i)
                 f(i)
@@ -445,15 +447,18 @@ def test_wal_deleted_under_a_writer_then_killed(tmp_path: Path) -> None:
     for _ in range(2):
         w = subprocess.Popen([sys.executable, str(worker), "write"], env=env,
                              stdout=subprocess.PIPE, text=True)
-        assert w.stdout is not None and w.stdout.readline().strip() == "READY"
-        time.sleep(0.5)
-        for name in ("cache.db-wal", "cache.db-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                (d / name).unlink()
-        time.sleep(0.2)
-        w.send_signal(signal.SIGKILL)
-        w.wait()
-        w.stdout.close()
+        try:
+            assert w.stdout is not None and w.stdout.readline().strip() == "READY"
+            time.sleep(0.5)
+            for name in ("cache.db-wal", "cache.db-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    (d / name).unlink()
+            time.sleep(0.2)
+        finally:
+            w.send_signal(signal.SIGKILL)
+            w.wait()
+            if w.stdout is not None:
+                w.stdout.close()
         res = subprocess.run([sys.executable, str(worker), "read"], env=env,
                              capture_output=True, text=True, timeout=60, check=False)
         assert res.returncode == 0, res.stderr[-2000:]
