@@ -485,3 +485,21 @@ def test_unwritable_directory_opens_read_only_by_shim(tmp_path: Path,
     sq2, calls2 = _counted(Cache(d))
     assert [sq2(i) for i in (1, 40, 2)] == [_want(1), _want(40), _want(2)]
     assert calls2 == [2] and sq2.cache_info().errors >= 1
+
+
+def test_sweep_spares_a_live_writers_file_but_not_a_dead_ones(tmp_path: Path) -> None:
+    """An unreferenced value file whose writer still holds its flock (row not yet committed)
+    survives a sweep; once the writer is gone (lock released) the next sweep removes it."""
+    from persistmemo.backends import _diskfs
+
+    d = tmp_path / "c"
+    b = DiskBackend(d)
+    b.set("k", b"x" * 50_000)
+    name = "aa/bb/" + "c" * 28 + ".val"
+    fd = _diskfs.write_value(str(d), name, b"y" * 50_000)  # a writer, lock held
+    old = time.time() - 60
+    os.utime(d / name, (old, old))
+    assert b.sweep() == 0 and (d / name).exists()
+    os.close(fd)  # the writer died: the kernel drops its lock
+    assert b.sweep() == 1 and not (d / name).exists()
+    assert b.get("k") == b"x" * 50_000

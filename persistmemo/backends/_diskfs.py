@@ -18,8 +18,13 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: the sweep falls back to the grace period alone
+    fcntl = None  # type: ignore[assignment]
 
 from persistmemo.errors import StoreDisabled
 
@@ -126,13 +131,17 @@ def _read_bytes(fd: int, size: int, filename: object) -> bytes:
 def write_value(root: str, filename: str, data: bytes | memoryview) -> int:
     """Create the value file ``filename`` (owner-only, never through a symlink) with ``data``.
 
-    A failed write (a full disk) removes the partial file: no zero-byte orphans.
+    Returns the open file descriptor, holding an exclusive ``flock`` that tells the orphan sweep
+    "a live writer owns this file": close it once the row that names the file is committed (or
+    rolled back). A failed write (a full disk) removes the partial file: no zero-byte orphans.
     """
     a, b, name = _split(filename)
     dfd = _open_dirs(root, (a, b), create=True)
     try:
         fd = os.open(name, _WRITE_FLAGS, 0o600, dir_fd=dfd)
         try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view):]
@@ -141,8 +150,7 @@ def write_value(root: str, filename: str, data: bytes | memoryview) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dfd)
             raise
-        os.close(fd)
-        return len(data)
+        return fd
     finally:
         os.close(dfd)
 
@@ -178,21 +186,13 @@ def remove_value(root: str, filename: object) -> bool:
         os.close(rfd)
 
 
-def sweep_orphans(root: str, referenced: set[str], *, grace: float, budget: float,
-                  max_files: int = 20_000) -> int:
-    """Delete value files no row references, last written more than ``grace`` seconds ago.
-
-    Bounded: stops after ``budget`` seconds or ``max_files`` files (the next sweep goes on).
-    Only entries named as persistmemo names them, in subdirectories that are not symlinks.
-    """
-    deadline = time.monotonic() + budget
-    cutoff = time.time() - grace
-    removed = seen = 0
+def _entries(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Yield (``xx/yy/name``, entry) for files named as persistmemo names value files."""
     try:
         tops = sorted(e.name for e in os.scandir(root)
                       if _HEX2.match(e.name) and e.is_dir(follow_symlinks=False))
     except OSError:
-        return 0
+        return
     for a in tops:
         try:
             subs = [e.name for e in os.scandir(os.path.join(root, a))
@@ -200,24 +200,61 @@ def sweep_orphans(root: str, referenced: set[str], *, grace: float, budget: floa
         except OSError:
             continue
         for b in subs:
-            try:
-                entries = list(os.scandir(os.path.join(root, a, b)))
-            except OSError:
+            with contextlib.suppress(OSError):
+                for entry in list(os.scandir(os.path.join(root, a, b))):
+                    if _FILE_NAME.match(entry.name):
+                        yield f"{a}/{b}/{entry.name}", entry
+
+
+def _writer_alive(root: str, name: str) -> bool:
+    """Whether a live writer holds the file's flock (a killed writer's lock is gone)."""
+    if fcntl is None:
+        return False
+    try:
+        a, b, leaf = _split(name)
+        dfd = _open_dirs(root, (a, b))
+        try:
+            fd = os.open(leaf, _READ_FLAGS, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        return False  # a symlink or FIFO named like ours: not a writer's, remove it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def sweep_orphans(root: str, referenced: set[str], *, grace: float, budget: float,
+                  max_files: int = 20_000, recheck: Callable[[str], bool] | None = None) -> int:
+    """Delete value files no row references and no live writer holds.
+
+    A writer holds an ``flock`` on its file until its row commits, so files of killed writers
+    (the kernel dropped their locks) go at once; ``grace`` only covers the microseconds between
+    a file's creation and its lock. Bounded: stops after ``budget`` seconds or ``max_files``
+    files (the next sweep goes on). Only names persistmemo gives, never through symlinks.
+    ``recheck(name)``: whether a row references the file now (a writer may have committed and
+    unlocked since ``referenced`` was read).
+    """
+    deadline = time.monotonic() + budget
+    cutoff = time.time() - grace
+    removed = 0
+    for seen, (name, entry) in enumerate(_entries(root)):
+        if seen >= max_files or time.monotonic() > deadline:
+            break
+        if name in referenced or name.replace("/", "\\") in referenced:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
                 continue
-            for entry in entries:
-                seen += 1
-                if seen > max_files or time.monotonic() > deadline:
-                    return removed
-                if not _FILE_NAME.match(entry.name):
-                    continue
-                if f"{a}/{b}/{entry.name}" in referenced or f"{a}\\{b}\\{entry.name}" in referenced:
-                    continue
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime > cutoff:
-                        continue  # maybe a live writer between its file and its row
-                except OSError:
-                    continue
-                removed += remove_value(root, f"{a}/{b}/{entry.name}")
+        except OSError:
+            continue
+        if _writer_alive(root, name) or (recheck is not None and recheck(name)):
+            continue
+        removed += remove_value(root, name)
     return removed
 
 

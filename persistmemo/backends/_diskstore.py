@@ -20,7 +20,8 @@ from persistmemo.backends import _diskfs
 from persistmemo.backends._diskfs import UnsafeFile
 from persistmemo.errors import StoreDisabled
 
-__all__ = ["Refused", "busy", "corrupt", "log", "new_cache", "open_read_only", "quarantine"]
+__all__ = ["Refused", "busy", "corrupt", "log", "new_cache", "open_read_only", "quarantine",
+           "release_written"]
 
 
 def log() -> Any:
@@ -63,7 +64,8 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         if len(value) < self.min_file_size:
             return 0, MODE_RAW, None, sqlite3.Binary(value)
         filename, _ = self.filename(key, value)
-        _diskfs.write_value(self._directory, filename, value)
+        release_written(self)  # a previous store of this thread in the same transaction
+        self.written.fd = _diskfs.write_value(self._directory, filename, value)
         self.written.name = filename
         return len(value), MODE_BINARY, filename, None
 
@@ -71,6 +73,14 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         # Rows name the files diskcache deletes on overwrite, delete and cull: foreign names
         # (absolute, ``../``, symlinks) are refused, so no file outside the cache is touched.
         _diskfs.remove_value(self._directory, file_path)
+
+
+def release_written(disk: Any) -> None:
+    """Close this thread's last written value file: its row is committed or rolled back."""
+    fd = getattr(disk.written, "fd", None)
+    if fd is not None:
+        disk.written.fd = None
+        os.close(fd)
 
 
 class _SafeCache(diskcache.Cache):  # type: ignore[misc]

@@ -43,7 +43,7 @@ _LOCK_PREFIX = "lock:"
 _WHERE = " raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 _SELECT_MANY = "SELECT key, mode, filename, value, size FROM Cache WHERE key IN ({}) AND" + _WHERE
 _SELECT = "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND" + _WHERE
-_ORPHAN_GRACE = 0.5  # seconds: younger unreferenced files may belong to a live writer
+_ORPHAN_GRACE = 0.05  # seconds: covers a writer between creating its file and locking it
 _SWEEP_BUDGET = 0.25  # seconds per automatic sweep (at open, after a failed write)
 _SWEEP_EVERY = 10.0  # seconds between sweeps after failed writes
 _REFUSED = b""  # what a refused row reads as: not an envelope, so a counted, logged miss
@@ -292,6 +292,8 @@ class DiskBackend(BaseBackend):
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             self._after_failed_write(disk)
             raise self._fail(exc, "set") from exc
+        if cache._txn_id != threading.get_ident():  # committed: the sweep may judge the file
+            _diskstore.release_written(disk)
 
     def _after_failed_write(self, disk: Any) -> None:
         """Remove the value file a failed store left behind, then sweep (rate-limited)."""
@@ -299,6 +301,7 @@ class DiskBackend(BaseBackend):
         if name is not None:  # its row was rolled back: nobody references the file
             _diskfs.remove_value(str(self.directory), name)
             disk.written.name = None
+        _diskstore.release_written(disk)
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY:
             with contextlib.suppress(BackendError):
                 self.sweep(budget=_SWEEP_BUDGET)
@@ -306,8 +309,9 @@ class DiskBackend(BaseBackend):
     def sweep(self, *, grace: float = _ORPHAN_GRACE, budget: float = 5.0) -> int:
         """Delete value files that no row references (left by killed or failed writers).
 
-        Files younger than ``grace`` seconds are kept (a live writer may be between its file
-        and its row). Bounded by ``budget`` seconds. Returns the number of files removed.
+        A file a live writer still holds (its row not yet committed) is kept; so are files
+        younger than ``grace`` seconds. Bounded by ``budget`` seconds. Returns the number of
+        files removed.
         """
         self._last_sweep = time.monotonic()
         cache = self._cache
@@ -318,7 +322,14 @@ class DiskBackend(BaseBackend):
             referenced = {r[0] for r in rows}
         except (sqlite3.Error, diskcache.Timeout):
             return 0
-        return _diskfs.sweep_orphans(str(self.directory), referenced, grace=grace, budget=budget)
+        con = cache._con
+
+        def referenced_now(name: str) -> bool:  # committed since the snapshot above?
+            row = con.execute("SELECT 1 FROM Cache WHERE filename = ? LIMIT 1", (name,))
+            return row.fetchone() is not None
+
+        return _diskfs.sweep_orphans(str(self.directory), referenced, grace=grace,
+                                     budget=budget, recheck=referenced_now)
 
     def delete(self, key: str) -> bool:
         try:
@@ -387,7 +398,9 @@ class DiskBackend(BaseBackend):
                 self.set(key, value, ttl=ttl)
                 if lock is not None:
                     lock._release_in_txn(cache)
+            _diskstore.release_written(cache.disk)  # committed
         except (sqlite3.Error, OSError, diskcache.Timeout, BackendError) as exc:
+            self._after_failed_write(cache.disk)  # rolled back: its value file is an orphan
             if lock is not None:  # the store failed (e.g. disk full): still free the waiters
                 with contextlib.suppress(BackendError):
                     lock.release()
