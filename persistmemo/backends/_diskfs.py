@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import re
 import stat
 import time
@@ -193,6 +194,9 @@ def _entries(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
                       if _HEX2.match(e.name) and e.is_dir(follow_symlinks=False))
     except OSError:
         return
+    if tops:  # start anywhere: bounded sweeps of a big cache cover all of it over time
+        start = random.randrange(len(tops))
+        tops = tops[start:] + tops[:start]
     for a in tops:
         try:
             subs = [e.name for e in os.scandir(os.path.join(root, a))
