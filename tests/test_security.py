@@ -203,7 +203,7 @@ def test_hash_flooding_payload_is_refused_in_linear_time(location: str,
     cache.backend.set(key, forge(payload, key))
     t0 = time.perf_counter()
     assert f(7) == _want(7)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # 0.1: 16.6 s
     assert calls == [7] and f.cache_info().decode_failures == 1  # type: ignore[attr-defined]
 
 
@@ -235,6 +235,8 @@ def test_array_header_claiming_gigabytes_is_refused() -> None:
     """A 64-byte ndarray header declaring an 8 GiB array is a DecodeError, nothing allocated."""
     head = bytes((3,)) + b"<f8" + bytes((1,)) + struct.pack(">QQ", 2**30, 0)
     payload = tag(msgpack.packb(msgpack.ExtType(32, head)))
+    import numpy  # noqa: F401  (imported lazily by the decoder: not what is timed here)
+
     t0 = time.perf_counter()
     with pytest.raises(DecodeError):
         Codec().decode(forge(payload, "k"), key="k")
@@ -249,7 +251,7 @@ def test_deep_nesting_and_huge_numbers_are_fast_misses() -> None:
         Codec().decode(forge(deep, "k"), key="k")
     digits = tag(msgpack.packb(msgpack.ExtType(19, b"1" * 100_000)))
     Codec().decode(forge(digits, "k"), key="k")
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_max_value_size_results_returned_not_stored(location: str,
@@ -352,7 +354,10 @@ def test_oversized_stored_values_are_refused_before_reading(location: str,
     f = _fn(cache, calls)
     key = f.cache_key(9)  # type: ignore[attr-defined]
     if location.startswith("redis"):
-        cache.backend.set(key, b"\0" * (64 << 20))
+        import redis
+
+        with redis.Redis.from_url(location) as raw:  # no short timeout: a loaded machine
+            raw.set(key, b"\0" * (24 << 20))
     else:
         f(9)  # a row to hijack: point it at a 1 GiB sparse value file
         import sqlite3
