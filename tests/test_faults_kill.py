@@ -134,5 +134,10 @@ def test_sigkill_campaign_no_wrong_values_no_orphans(tmp_path: Path) -> None:
     after = json.loads(res.stdout)
     assert after["wrong"] == 0 and after["errors"] == 0 and after["reads"] == 60, after
     assert after["hits"] > 0, after
-    assert _orphans(store) == []
+    left = _orphans(store)
+    if left:  # diagnose: would a full sweep remove them (bounded sweep) or not (locked)?
+        from persistmemo.backends.disk import DiskBackend
+
+        removed = DiskBackend(store).sweep(budget=30)
+        raise AssertionError(f"{len(left)} orphans after reopen; a full sweep removed {removed}")
     print(f"campaign: {kills} kills in {elapsed:.1f}s, reader {stats}, after reopen {after}")

@@ -238,8 +238,9 @@ def sweep_orphans(root: str, referenced: set[str], *, grace: float, budget: floa
 
     A writer holds an ``flock`` on its file until its row commits, so files of killed writers
     (the kernel dropped their locks) go at once; ``grace`` only covers the microseconds between
-    a file's creation and its lock. Bounded: stops after ``budget`` seconds or ``max_files``
-    files (the next sweep goes on). Only names persistmemo gives, never through symlinks.
+    a file's creation and its lock. Bounded: stops after ``max_files`` files, or after
+    ``budget`` seconds once 2,000 files were examined (the next sweep goes on). Only names
+    persistmemo gives, never through symlinks.
     ``recheck(name)``: whether a row references the file now (a writer may have committed and
     unlocked since ``referenced`` was read).
     """
@@ -247,7 +248,9 @@ def sweep_orphans(root: str, referenced: set[str], *, grace: float, budget: floa
     cutoff = time.time() - grace
     removed = 0
     for seen, (name, entry) in enumerate(_entries(root)):
-        if seen >= max_files or time.monotonic() > deadline:
+        # The first 2,000 files are always examined (a small cache is swept completely even on
+        # a starved machine); beyond them the time budget applies.
+        if seen >= max_files or (seen >= 2000 and time.monotonic() > deadline):
             break
         if name in referenced or name.replace("/", "\\") in referenced:
             continue
