@@ -115,6 +115,8 @@ class Cache(Store):
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
         max_value_size: int | None = ...,
+        ignore_deps: Iterable[str] = ...,
+        depends_on: Iterable[Any] = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:

@@ -59,7 +59,7 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "serializer": (_any, True, None),  # None: the cache's codec
     "max_value_size": (_size, True, 1 << 30),  # larger results are not stored, entries missed
 }
-KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key"})
+KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key", "ignore_deps", "depends_on"})
 
 
 class Options:
