@@ -4,11 +4,11 @@ The source (``linecache``, so notebook cells and IPython work too) is parsed wit
 a function's ``def`` alone (its lines found by indentation from its first line; when that does
 not parse, e.g. a string at column 0, the whole file), else the file once per file, a function
 found by its first line and name, a class by its qualified name, a lambda by its line and
-compiled code. Either way the node, and so the text, is the same. The node is serialised by a version-tolerant walker:
-node type names and non-empty fields only, no line numbers, no comments, no docstrings, no
-decorators of the outermost definition. String literals are kept exactly as written (nothing
-is dedented). Keys must not change across Python versions, so bytecode is never hashed when
-the source is available.
+compiled code. Either way the node, and so the text, is the same. The node is serialised by
+a version-tolerant walker: node type names and non-empty fields only, no line numbers, no
+comments, no docstrings, no decorators of the outermost definition. String literals are kept
+exactly as written (nothing is dedented). Keys must not change across Python versions, so
+bytecode is never hashed when the source is available.
 
 Only code without source (built with ``exec``) falls back to a bytecode text, marked with the
 Python version because bytecode changes between versions; its constants are encoded
