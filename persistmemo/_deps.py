@@ -168,6 +168,9 @@ class Resolver:
         if isinstance(obj, types.MethodType):
             self._visit(obj.__self__, f"{name}.__self__")
             obj = obj.__func__
+        elif isinstance(obj, types.BuiltinMethodType) and not isinstance(
+                obj.__self__, (types.ModuleType, type(None), type)):
+            self._visit(obj.__self__, f"{name}.__self__")  # RATES.get, rng.normal: the owner
         if isinstance(obj, types.FunctionType):
             if is_user_module(obj.__module__) or obj.__module__ is None:
                 return self._visit_function(obj, name)

@@ -283,3 +283,11 @@ def test_single_def_parse_matches_whole_file_parse(tmp_path: Any,
     slow = [_source.code_text(o) for o in objs]
     assert fast == slow
     assert all(t.startswith("ast:") for t in fast)
+
+
+def test_builtin_bound_method_global_covers_its_owner() -> None:
+    """get_rate = RATES.get; sample = rng.normal: the owner's contents join the fingerprint."""
+    keys = closure_keys([{"a": 1}.get, {"a": 2}.get, "abc".upper, "xyz".upper,
+                         np.random.default_rng(1).normal, np.random.default_rng(2).normal])
+    assert len(set(keys)) == 6
+    assert closure_keys([[1].append, [1].append])[0] == closure_keys([[1].append])[0]
