@@ -73,6 +73,7 @@ class Resolver:
         self.manifest: dict[str, Dependency] = {}
         self.dict_checks: list[tuple[Mapping[str, Any], str, Any]] = []
         self.cell_checks: list[tuple[Any, Any]] = []
+        self.code_checks: list[tuple[Any, Any]] = []  # (function, its __code__): autoreload
         self._bindings: set[tuple[int, str]] = set()
         self._seen: dict[int, Dependency] = {}
         self._keep: list[Any] = []
@@ -264,6 +265,7 @@ class Resolver:
         return dep, text.startswith(("ast:", "lambda:"))
 
     def _visit_function(self, fn: Any, name: str, top: bool = False) -> Dependency:
+        self.code_checks.append((fn, fn.__code__))
         dep = self._code_dep(fn)[0]
         self._seen[id(fn)] = dep  # before descending: recursion reaches it again
         if top:

@@ -95,10 +95,17 @@ def _lambdas(index: _Index, tree_lines: list[str], line: int) -> list[ast.Lambda
     return lambdas.get(line, [])
 
 
-def _index(filename: str, module_globals: Any) -> _Index | None:
+def _lines(filename: str, module_globals: Any) -> list[str]:
+    """The file's current lines: a cached copy whose file changed on disk (``importlib.reload``,
+    IPython's autoreload) is dropped first. Notebook cells have no file and stay cached."""
     import linecache
 
-    lines = linecache.getlines(filename, module_globals)
+    linecache.checkcache(filename)
+    return linecache.getlines(filename, module_globals)
+
+
+def _index(filename: str, module_globals: Any) -> _Index | None:
+    lines = _lines(filename, module_globals)
     if not lines:
         return None
     cached = _TREES.get(filename)
@@ -119,9 +126,7 @@ _BLOCKS: dict[tuple[str, int, str], tuple[list[str], ast.AST | None]] = {}
 def _block(code: Any, module_globals: Any) -> ast.AST | None:
     """The ``def`` starting at the code's first line, parsed alone (no whole-file parse: a
     big module costs milliseconds to parse); None when that is not clear-cut."""
-    import linecache
-
-    lines = linecache.getlines(code.co_filename, module_globals)
+    lines = _lines(code.co_filename, module_globals)
     first = code.co_firstlineno
     if not lines or first < 1 or first > len(lines):
         return None
@@ -262,7 +267,7 @@ def code_text(obj: Any) -> str:
     return f"bytecode{version}:{getattr(obj, '__qualname__', '?')}:{_bytecode_text(code)}{doc}"
 
 
-_EFFECTS: dict[int, tuple[Any, frozenset[str]]] = {}
+_EFFECTS: dict[int, tuple[Any, frozenset[str], Any]] = {}  # id -> (func, names, its code)
 
 
 def effect_only_names(func: Any) -> frozenset[str]:
@@ -276,7 +281,7 @@ def effect_only_names(func: Any) -> frozenset[str]:
     metrics object). Without source, nothing is effect-only.
     """
     cached = _EFFECTS.get(id(func))
-    if cached is not None and cached[0] is func:
+    if cached is not None and cached[0] is func and cached[2] is getattr(func, "__code__", None):
         return cached[1]
     node = _find(func)
     names: frozenset[str] = frozenset()
@@ -297,5 +302,5 @@ def effect_only_names(func: Any) -> frozenset[str]:
         names = frozenset(touched - reads)
     if len(_EFFECTS) > 4096:
         _EFFECTS.clear()
-    _EFFECTS[id(func)] = (func, names)
+    _EFFECTS[id(func)] = (func, names, getattr(func, "__code__", None))
     return names

@@ -291,3 +291,34 @@ def test_builtin_bound_method_global_covers_its_owner() -> None:
                          np.random.default_rng(1).normal, np.random.default_rng(2).normal])
     assert len(set(keys)) == 6
     assert closure_keys([[1].append, [1].append])[0] == closure_keys([[1].append])[0]
+
+
+def test_reloaded_and_autoreloaded_helper_misses(tmp_path: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """importlib.reload of an edited helper module, or an in-place __code__ swap (IPython's
+    autoreload), changes the key in the same process (was: the stale result)."""
+    import importlib
+    import os
+    import sys
+
+    path = tmp_path / "reload_helper_mod.py"
+    path.write_text("def normalize(x):\n    return x * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("reload_helper_mod")
+    try:
+        g: dict[str, Any] = {"__name__": "__main__", "c": mem(), "mod": mod}
+        exec("@c.memoize\ndef f(x):\n    return mod.normalize(x)\n", g)  # a notebook cell
+        f = g["f"]
+        assert f(1) == 2
+        path.write_text("def normalize(x):\n    return x * 3 + 0\n")
+        os.utime(path, (1, 1))  # a different mtime, even within one clock tick
+        importlib.reload(mod)
+        assert f(1) == 3
+        src = "def normalize(x):\n    return x * 4 + 0 + 0\n"
+        path.write_text(src)
+        ns: dict[str, Any] = {}
+        exec(compile(src, str(path), "exec"), ns)  # what autoreload does
+        mod.normalize.__code__ = ns["normalize"].__code__
+        assert f(1) == 4
+    finally:
+        sys.modules.pop("reload_helper_mod", None)
