@@ -123,6 +123,7 @@ class _State(threading.local):
 
     memo: dict[int, tuple[Any, bytes]] | None = None
     fallback: Callable[[Any, bytearray], bool] | None = None
+    types: set[type] | None = None  # the fingerprint collects the classes of tagged values
 
 
 _state = _State()
@@ -329,6 +330,9 @@ def _enc_tagged(tag: bytes, cls: type, v: Any, value: Callable[[], Any], out: by
         return
     start = len(out)
     out += tag + _text(_qualname(cls))
+    types = _state.types
+    if types is not None:
+        types.add(cls)
     _enc(value(), out, depth)
     _seal(v, out, start, memo, always=True)
 

@@ -66,7 +66,7 @@ class Resolver:
     """One walk over a function's dependencies (see the module docstring)."""
 
     def __init__(self, func: Any, ignore: frozenset[str],
-                 memo: dict[int, tuple[Any, Dependency, bool]]) -> None:
+                 memo: dict[int, tuple[Any, Dependency, Any]]) -> None:
         self.func = func
         self.ignore = ignore
         self.memo = memo  # id -> (obj, leaf, from source): shared by the walks of one function
@@ -190,9 +190,11 @@ class Resolver:
         cached = self.memo.get(id(obj))
         if cached is not None and cached[0] is obj:
             dep: Dependency = cached[1]
+            self._value_classes(cached[2])
             return dep
+        found: set[type] = set()
         try:
-            dep = Dependency("value", _short(self._encode(obj, name)))
+            dep = Dependency("value", _short(self._encode(obj, name, found)))
         except _Unencodable as e:
             # A library object with no encoding at all (a logger, a client, a session) is
             # keyed by its type's name; a user-class instance, or a value refused for a reason
@@ -201,20 +203,30 @@ class Resolver:
                     e.type_name != _qualname(type(obj)):
                 raise self._error(name, e) from None
             dep = Dependency("library", _short(_library_name(obj)))
-        self.memo[id(obj)] = (obj, dep, False)
+        classes = tuple(sorted((c for c in found if is_user_module(c.__module__)),
+                               key=lambda c: (c.__module__, c.__qualname__)))
+        self.memo[id(obj)] = (obj, dep, classes)
+        self._value_classes(classes)
         return dep
 
-    def _encode(self, obj: Any, name: str) -> bytes:
+    def _value_classes(self, classes: tuple[type, ...]) -> None:
+        """The user classes of dataclass/enum/hooked values in a global: their code counts
+        (an edited method of a global `SCORER = Scorer(2)` must change the key)."""
+        for cls in classes:
+            self._visit(cls, f"{module_name(cls.__module__)}.{cls.__qualname__}")
+
+    def _encode(self, obj: Any, name: str, found: set[type]) -> bytes:
         out = bytearray()
-        saved = _state.fallback
+        saved, saved_types = _state.fallback, _state.types
         _state.fallback = lambda v, o: self._fallback(v, o, name)
+        _state.types = found
         try:
             _enc(obj, out, 0)
         except RecursionError:
             raise KeyEncodingError(f"cannot fingerprint {self._where}(): {name!r} is nested too "
                                    f"deeply; leave it out with ignore_deps=") from None
         finally:
-            _state.fallback = saved
+            _state.fallback, _state.types = saved, saved_types
         return bytes(out)
 
     def _fallback(self, v: Any, out: bytearray, name: str) -> bool:

@@ -66,7 +66,7 @@ class Fingerprint:
         self.depends_on = tuple(depends_on)
         self._digest: str | None = None
         self.manifest: dict[str, Dependency] = {}
-        self._memo: dict[int, tuple[Any, Dependency, bool]] = {}  # id -> leaf (kept alive)
+        self._memo: dict[int, tuple[Any, Dependency, Any]] = {}  # id -> leaf (kept alive)
         self._dict_checks: tuple[tuple[Mapping[str, Any], str, Any], ...] = ()
         self._cell_checks: tuple[tuple[Any, Any], ...] = ()
         self._code_checks: tuple[tuple[Any, Any], ...] = ()

@@ -7,6 +7,7 @@ import functools
 import operator
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -322,3 +323,38 @@ def test_reloaded_and_autoreloaded_helper_misses(tmp_path: Any,
         assert f(1) == 4
     finally:
         sys.modules.pop("reload_helper_mod", None)
+
+
+def test_global_instance_covers_its_class_code(tmp_path: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCORER = Scorer(2) global (a dataclass), method edited in the file: a new key in a new
+    process (was: same key, stale result); a list of enum members covers the enum's code."""
+    import subprocess
+    import sys
+
+    mod = tmp_path / "scorer_mod.py"
+    script = tmp_path / "use_scorer.py"
+    body = ("import dataclasses, enum\n@dataclasses.dataclass\nclass Scorer:\n    k: int\n"
+            "    def score(self, x):\n        return x * self.k\n"
+            "class Mode(enum.Enum):\n    A = 1\n    def f(self):\n        return 1\n")
+    mod.write_text(body)
+    script.write_text(
+        "import sys\nsys.path[:0] = [sys.argv[1], sys.argv[2]]\nfrom persistmemo import Cache\n"
+        "from scorer_mod import Scorer, Mode\nSCORER = Scorer(2)\nMODES = [Mode.A]\n"
+        "c = Cache('memory://')\n@c.memoize\ndef f(x):\n    return SCORER.score(x)\n"
+        "@c.memoize\ndef g(x):\n    return MODES[0].f()\n"
+        "print(f.cache_key(1), g.cache_key(1))\n")
+    root = str(Path(__file__).resolve().parents[1])
+
+    def keys() -> list[str]:
+        out = subprocess.run([sys.executable, str(script), root, str(tmp_path)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        return out.split()
+
+    first = keys()
+    assert keys() == first
+    mod.write_text(body.replace("x * self.k", "x * self.k + 1"))
+    second = keys()
+    assert second[0] != first[0] and second[1] == first[1]
+    mod.write_text(body.replace("return 1", "return 2"))
+    assert keys()[1] != first[1]
