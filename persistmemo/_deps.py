@@ -42,6 +42,19 @@ _MAX_DEPTH = 40  # code reached through more helpers than this is recorded witho
 _MAX_OBJECTS = 5000
 
 
+def _owner_class(fn: Any) -> type | None:
+    """The user class a method was defined in (``Model.score`` -> ``Model``), if reachable."""
+    parts = str(getattr(fn, "__qualname__", "")).split(".")
+    if len(parts) < 2 or "<locals>" in parts:
+        return None
+    obj = getattr(fn, "__globals__", {}).get(parts[0])
+    for attr in parts[1:-1]:
+        obj = getattr(obj, attr, None)
+    if isinstance(obj, type) and is_user_module(obj.__module__):
+        return obj
+    return None
+
+
 def _plain_attribute(attr: str, value: Any) -> bool:
     """A class attribute holding data (not a dunder/sunder, method, descriptor or class)."""
     if attr.startswith("_") and attr.endswith("_"):
@@ -92,6 +105,9 @@ class Resolver:
             self._visit(top, top.__qualname__)
         else:
             self._visit_function(top, getattr(top, "__qualname__", "<function>"), top=True)
+            owner = _owner_class(top)
+            if owner is not None:  # a memoized method: self.helper() is its class's code
+                self._visit(owner, owner.__qualname__)
         for i, obj in enumerate(depends_on):
             self._depends_on(i, obj)
         unknown = self.ignore - self._ignored_hits

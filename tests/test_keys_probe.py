@@ -358,3 +358,19 @@ def test_global_instance_covers_its_class_code(tmp_path: Any,
     assert second[0] != first[0] and second[1] == first[1]
     mod.write_text(body.replace("return 1", "return 2"))
     assert keys()[1] != first[1]
+
+
+def test_memoized_method_covers_its_class() -> None:
+    """@memoize on a method: a helper method it calls through self, and class attributes,
+    are in the fingerprint (Model.scale rebound -> miss)."""
+    c = mem()
+    g: dict[str, Any] = {"__name__": "__main__", "c": c, "dataclasses": dataclasses}
+    exec("@dataclasses.dataclass(frozen=True)\nclass Model:\n    k: int\n    scale = 2\n"
+         "    def _prep(self, x):\n        return x * self.scale\n"
+         "    @c.memoize\n    def score(self, x):\n        return self._prep(x) + self.k\n", g)
+    m = g["Model"](1)
+    assert m.score(2) == 5
+    deps = g["Model"].score.dependencies()
+    assert "Model._prep" in deps and "Model.scale" in deps
+    g["Model"].scale = 3
+    assert m.score(2) == 7
