@@ -14,6 +14,8 @@ from typing import Any
 
 from blake3 import blake3
 
+from persistmemo._identity import is_user_module
+
 __all__ = ["global_chains"]
 
 
@@ -171,3 +173,36 @@ def _state_of(obj: Any, name: str) -> Any:
     if wrapped is not None and callable(obj):  # functools.lru_cache and other wrappers
         return (name, wrapped)
     return None
+
+
+def _owner_class(fn: Any) -> type | None:
+    """The user class a method was defined in (``Model.score`` -> ``Model``), if reachable."""
+    parts = str(getattr(fn, "__qualname__", "")).split(".")
+    if len(parts) < 2 or "<locals>" in parts:
+        return None
+    obj = getattr(fn, "__globals__", {}).get(parts[0])
+    for attr in parts[1:-1]:
+        obj = getattr(obj, attr, None)
+    if isinstance(obj, type) and is_user_module(obj.__module__):
+        return obj
+    return None
+
+
+def _plain_attribute(attr: str, value: Any) -> bool:
+    """A class attribute holding data (not a dunder/sunder, method, descriptor or class)."""
+    if attr.startswith("_") and attr.endswith("_"):
+        return False  # dunder and enum's _sunder_ machinery
+    return not (isinstance(value, (types.FunctionType, staticmethod, classmethod, property, type))
+                or hasattr(type(value), "__get__"))
+
+
+_SINK_TYPES = frozenset({"builtins.int", "builtins.float", "builtins.complex", "builtins.list",
+                         "builtins.dict", "builtins.set", "builtins.bytearray",
+                         "collections.deque", "collections.Counter", "collections.defaultdict",
+                         "collections.OrderedDict"})
+
+
+def _is_sink(obj: Any) -> bool:
+    """An accumulator whose contents a method-call statement cannot feed into the result."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}" in _SINK_TYPES
