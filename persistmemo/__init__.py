@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
 from persistmemo._engine import CacheInfo, UncacheableResultWarning
+from persistmemo._switch import disabled
 from persistmemo.backends.base import MISSING, Backend, Lock, Missing
 from persistmemo.errors import (
     BackendError,
@@ -78,6 +79,7 @@ __all__ = [
     "UncacheableResultWarning",
     "__version__",
     "default_cache",
+    "disabled",
     "memoize",
     "register_key_encoder",
     "set_default_cache",

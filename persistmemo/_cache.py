@@ -239,40 +239,51 @@ def make_codec(
 
 
 _default_cache: Cache | None = None
-_default_env: tuple[str | None, ...] = ()
+_default_env: tuple[Any, ...] = ()
 _default_explicit = False
 _default_lock = threading.Lock()
+#: Bumped whenever the default cache is replaced: functions that use the default cache notice
+#: it on their next call and move to the new one (the pytest fixture relies on this).
+default_generation = 0
 
 
-def _env_signature() -> tuple[str | None, ...]:
-    env = os.environ
-    return (env.get("PERSISTMEMO_URL"), env.get("XDG_CACHE_HOME"), env.get("HOME"))
+def _env_signature() -> tuple[Any, ...]:
+    from persistmemo._project import signature
+
+    return signature()
 
 
 def default_cache() -> Cache:
     """The process-wide cache used by :func:`persistmemo.memoize`.
 
-    Created on first use from ``PERSISTMEMO_URL`` / the user cache directory; created anew if
-    those variables changed since (unless :func:`set_default_cache` chose one explicitly).
+    Created on first use from the project configuration (``PERSISTMEMO_*`` variables, else
+    ``[tool.persistmemo]`` in the nearest ``pyproject.toml`` or ``persistmemo.toml``, else the
+    user cache directory); created anew if those changed since (unless
+    :func:`set_default_cache` chose one explicitly).
     """
-    global _default_cache, _default_env
+    global _default_cache, _default_env, default_generation
     with _default_lock:
         if _default_explicit and _default_cache is not None:
             return _default_cache
         sig = _env_signature()
         if _default_cache is None or sig != _default_env:
-            _default_cache, _default_env = Cache(), sig
+            from persistmemo._project import cache_arguments, load_settings
+
+            _default_cache = Cache(**cache_arguments(load_settings()))
+            _default_env = sig
+            default_generation += 1
         return _default_cache
 
 
 def set_default_cache(cache: Cache | Any | None) -> Cache | None:
     """Choose the cache used by :func:`persistmemo.memoize` (a Cache or a location).
 
-    Functions already called keep the cache they started with. ``None`` returns to the
-    environment-driven default. Returns the new default cache (or None).
+    Functions that use the default cache move to the new one at their next call. ``None``
+    returns to the configuration-driven default. Returns the new default cache (or None).
     """
-    global _default_cache, _default_explicit, _default_env
+    global _default_cache, _default_explicit, _default_env, default_generation
     new = cache if isinstance(cache, Cache) or cache is None else Cache(cache)
     with _default_lock:
         _default_cache, _default_explicit, _default_env = new, new is not None, _env_signature()
+        default_generation += 1
     return new

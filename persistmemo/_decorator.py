@@ -6,6 +6,8 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from persistmemo import _cache as _caches
+from persistmemo import _switch
 from persistmemo._engine import CacheInfo, Engine
 from persistmemo.backends.base import MISSING
 from persistmemo.config import seconds
@@ -56,6 +58,13 @@ class _MemoizedBase(Generic[P, R]):
 
         cache = self._cache or default_cache()
         o = self._options
+        if o.get("namespace") is None and self.keys.namespace != cache.namespace:
+            # The default cache's namespace comes from the configuration, known only now.
+            from persistmemo.keys import KeyBuilder
+
+            k = self.keys
+            self.keys = KeyBuilder(k.func, namespace=cache.namespace, version=k.version,
+                                   ignore=k.ignore, key=k.custom_key)
         engine = Engine(
             cache, self.keys, self.__wrapped__,
             ttl=seconds(o["ttl"], "ttl") if "ttl" in o else cache.ttl,
@@ -66,16 +75,29 @@ class _MemoizedBase(Generic[P, R]):
         )
         if o.get("serializer") is not None:
             engine.codec = make_codec(o["serializer"], cache._secret, cache._verify_keys)
+        engine.generation = _caches.default_generation
+        engine.disabled = _switch.env_disabled()
+        if self._engine is not None:  # the default cache was replaced: keep the counters
+            engine.stats = self._engine.stats
         self._engine = engine
+        return engine
+
+    def _current(self) -> Engine:
+        """The engine, (re)built on first use or after the default cache was replaced."""
+        engine = self._engine
+        if engine is None or (engine.generation != _caches.default_generation
+                              and self._cache is None):
+            engine = self._start()
         return engine
 
     @property
     def engine(self) -> Engine:
         """The get-or-compute engine (built on first use)."""
-        return self._engine or self._start()
+        return self._current()
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the key under which ``f(*args, **kwargs)`` is stored."""
+        self._current()  # the namespace of the default cache comes from the configuration
         return self.keys(args, kwargs)
 
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
@@ -122,7 +144,12 @@ class Memoized(_MemoizedBase[P, R]):
     """A memoized function: call it like the original; it gains cache methods."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        engine = self._engine or self._start()
+        engine = self._engine
+        if engine is None or (engine.generation != _caches.default_generation
+                              and self._cache is None):
+            engine = self._start()
+        if _switch.depth or engine.disabled:
+            return self.__wrapped__(*args, **kwargs)  # type: ignore[no-any-return]
         return engine.call(args, kwargs)  # type: ignore[no-any-return]
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -179,7 +206,9 @@ class AsyncMemoized(_MemoizedBase[P, R]):
     """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        engine = self._engine or self._start()
+        engine = self._current()
+        if _switch.depth or engine.disabled:
+            return self.__wrapped__(*args, **kwargs)  # type: ignore[no-any-return]
         return engine.acall(args, kwargs)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -196,7 +225,9 @@ _ASYNC_ATTRS = ("cache_key", "explain_key", "invalidate", "cache_clear", "cache_
 def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> Any:
     @functools.wraps(func)
     async def memoized(*args: Any, **kwargs: Any) -> Any:
-        engine = memo._engine or memo._start()
+        engine = memo._current()
+        if _switch.depth or engine.disabled:
+            return await func(*args, **kwargs)
         return await engine.acall(args, kwargs)
 
     for name in _ASYNC_ATTRS:

@@ -176,6 +176,8 @@ class Engine:
         self._mutex = threading.Lock()
         self._warned: set[str] = set()
         self._pid = os.getpid()
+        self.generation = 0  # the default cache's generation this engine was built for
+        self.disabled = False  # PERSISTMEMO_DISABLE, read when the engine is built
 
     # -- shared helpers ----------------------------------------------------------------------
     def _warn_once(self, tag: str, message: str, *args: Any) -> None:

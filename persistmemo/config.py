@@ -1,7 +1,9 @@
 """Where the cache lives: a backend object, a path, or a URL; else the environment, read lazily.
 
 Precedence: an explicit backend/client > a location string or path > ``PERSISTMEMO_URL`` > the
-user cache directory (``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``).
+project file (``[tool.persistmemo] url`` in the nearest ``pyproject.toml``, or
+``persistmemo.toml``; see :mod:`persistmemo._project`) > the user cache directory
+(``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``).
 
 Recognised locations: a directory path (``str``/``Path``), ``file:///path``, ``memory://``,
 ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``rediss+cluster://``.
@@ -20,7 +22,7 @@ from persistmemo.errors import ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["default_directory", "resolve_backend", "seconds"]
+__all__ = ["default_directory", "default_location", "resolve_backend", "seconds"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _DISK_PARAMS = {"size_limit": int, "busy_timeout": float}
@@ -48,6 +50,17 @@ def default_directory() -> Path:
     return Path(base) / "persistmemo"
 
 
+def default_location() -> str:
+    """Return where the default cache lives: ``PERSISTMEMO_URL`` > project file > user dir.
+
+    The CLI and the library's default cache both resolve the location here, so
+    ``persistmemo stats`` run inside a project shows that project's cache.
+    """
+    from persistmemo._project import load_settings
+
+    return str(load_settings().values["url"])
+
+
 def _disk(path: str | os.PathLike[str], params: dict[str, Any]) -> Backend:
     from persistmemo.backends.disk import DiskBackend
 
@@ -69,8 +82,7 @@ def resolve_backend(location: Any = None, **options: Any) -> Backend:
     ``options`` are backend-specific (``size_limit`` for disk; timeouts for Redis).
     """
     if location is None:
-        env = os.environ.get("PERSISTMEMO_URL", "").strip()
-        location = env or default_directory()
+        location = default_location()
     if isinstance(location, Backend):
         if options:
             raise ConfigurationError(
