@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from persistmemo._decorator import AsyncMemoized, Memoized, _Decorator
     from persistmemo._engine import CacheInfo
+    from persistmemo._usage import Recorder
     from persistmemo.codec import Codec, Serializer
 
 __all__ = ["Cache"]
@@ -107,6 +108,7 @@ class Cache:
         self._open_lock = threading.Lock()
         self._down_until = 0.0
         self._error_kinds: set[str] = set()
+        self._usage: Recorder | None = None
         if location is not None:  # validate eagerly: a bad URL fails here, not on first call
             self._backend = resolve_backend(location, **backend_options)
 
@@ -123,6 +125,20 @@ class Cache:
                     self._backend = resolve_backend(self._location, **self._backend_options)
                 b = self._backend
         return b
+
+    @property
+    def usage(self) -> Recorder:
+        """The batched recorder of this cache's persisted usage statistics."""
+        u = self._usage
+        if u is None:
+            from persistmemo._usage import Recorder, register_worker_exit
+
+            with self._open_lock:
+                if self._usage is None:
+                    self._usage = Recorder(self)
+                    register_worker_exit()
+                u = self._usage
+        return u
 
     # -- circuit breaker ---------------------------------------------------------------------
     def available(self) -> bool:
@@ -214,7 +230,9 @@ class Cache:
         return self.stats.snapshot()
 
     def close(self) -> None:
-        """Close the store's connections and files."""
+        """Flush the usage statistics, then close the store's connections and files."""
+        if self._usage is not None:
+            self._usage.flush()
         if self._backend is not None:
             self._backend.close()
 

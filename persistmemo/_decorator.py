@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import datetime as _dt
 
     from persistmemo._cache import Cache
+    from persistmemo._explain import Explanation
     from persistmemo.codec import Serializer
 
 __all__ = ["AsyncMemoized", "Memoized", "memoize"]
@@ -104,6 +105,18 @@ class _MemoizedBase(Generic[P, R]):
         """Return a short digest per argument (compare two calls to see which one differs)."""
         return self.keys.describe(args, kwargs)
 
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """Say whether ``f(*args, **kwargs)`` is stored, and if not, why (without calling f).
+
+        Returns an :class:`~persistmemo.Explanation`: ``hit``, ``key``, ``reasons`` (changed
+        argument by parameter, changed code or dependency by name, other namespace, other key
+        format, expired, never computed) and the ``nearest`` stored entries; ``str()`` of it is a
+        readable report.
+        """
+        from persistmemo._explain import explain_call
+
+        return explain_call(self, args, kwargs)
+
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the stored result of ``f(*args, **kwargs)``; return whether there was one."""
         engine = self.engine
@@ -158,15 +171,20 @@ class Memoized(_MemoizedBase[P, R]):
         key = self.keys(args, kwargs)
         return engine._run_and_store(key, args, kwargs, None)  # type: ignore[no-any-return]
 
-    def map(self, calls: Iterable[Any]) -> list[R]:
+    def map(self, calls: Iterable[Any], *, progress: bool = False) -> list[R]:
         """Return ``[f(*c) for c in calls]`` with one batched lookup and one batched store.
 
         Each item is a tuple of positional arguments; any other item is a single argument.
+        ``progress=True`` shows a progress bar on stderr (tqdm when installed) with the counts
+        of computed and reused results.
         """
+        from persistmemo._progress import Progress
+
         engine = self.engine
         arglists = [c if type(c) is tuple else (c,) for c in calls]
         keys = [self.keys(a, {}) for a in arglists]
         cache = engine.cache
+        raws: list[Any] = [MISSING] * len(keys)
         found: list[Any] = [MISSING] * len(keys)
         if cache.available() and keys:
             try:
@@ -177,18 +195,21 @@ class Memoized(_MemoizedBase[P, R]):
         results: list[Any] = []
         todo: dict[str, bytes] = {}
         computed: dict[str, Any] = {}
-        for a, k, v in zip(arglists, keys, found):
-            if v is not MISSING:
-                results.append(engine.hit(v))
-            elif k in computed:
-                results.append(computed[k])
-            else:
-                engine._miss_counted()
-                value = computed[k] = self.__wrapped__(*a)
-                raw = engine.encode(value, k, 0.0)
-                if raw is not None:
-                    todo[k] = raw
-                results.append(value)
+        with Progress(len(keys), self.keys.identity, enabled=progress) as bar:
+            for a, k, v, raw in zip(arglists, keys, found, raws):
+                if v is not MISSING:
+                    results.append(engine.hit(v, raw, k))
+                    bar.reused()
+                elif k in computed:
+                    results.append(computed[k])
+                    bar.reused()
+                else:
+                    value, blob = engine.compute_unlocked(k, a)
+                    computed[k] = value
+                    if blob is not None:
+                        todo[k] = blob
+                    results.append(value)
+                    bar.computed()
         if todo and cache.available():
             try:
                 cache.backend.set_many(list(todo.items()), ttl=engine.ttl)
@@ -218,8 +239,8 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         return await engine._arun_and_store(key, args, kwargs, None)  # type: ignore[no-any-return]
 
 
-_ASYNC_ATTRS = ("cache_key", "explain_key", "invalidate", "cache_clear", "cache_info", "refresh",
-                "keys")
+_ASYNC_ATTRS = ("cache_key", "explain_key", "explain", "invalidate", "cache_clear", "cache_info",
+                "refresh", "keys")
 
 
 def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> Any:
@@ -250,7 +271,7 @@ class _Bound:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._m, name)
-        if name in ("cache_key", "explain_key", "invalidate", "refresh"):
+        if name in ("cache_key", "explain_key", "explain", "invalidate", "refresh"):
             return functools.partial(attr, self._obj)
         return attr
 

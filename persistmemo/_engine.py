@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     import asyncio
 
+from persistmemo import _usage
 from persistmemo.backends.base import MISSING, Lock, Missing
 from persistmemo.errors import BackendError, DecodeError, KeyEncodingError, SerializationError
 
@@ -37,6 +38,8 @@ def _log() -> Any:
     import logging  # lazily: logging costs ~5 ms of `import persistmemo`
 
     return logging.getLogger("persistmemo")
+_DURATION = _usage._DURATION.unpack_from  # an entry's compute time, read from its header
+_monotonic = time.monotonic
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.01  # waiters re-check at least every 10 ms (a read-only check on every store)
 
@@ -177,6 +180,10 @@ class Engine:
         self._warned: set[str] = set()
         self._pid = os.getpid()
         self.generation = 0  # the default cache's generation this engine was built for
+        self.usage = cache.usage  # persisted, cross-worker statistics (batched)
+        self.who = (keys.namespace, keys.identity)
+        self.urow = self.usage.row(self.who)
+        self._logger = _log()
         self.disabled = False  # PERSISTMEMO_DISABLE, read when the engine is built
 
     # -- shared helpers ----------------------------------------------------------------------
@@ -207,10 +214,21 @@ class Engine:
         self._warn_once("decode:" + reason, "persistmemo: stored entry for %s could not be "
                         "used (%s); recomputing", self.keys.identity, exc)
 
-    def encode(self, value: Any, key: str, duration: float) -> bytes | None:
+    def meta(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """What an entry records for ``explain``: argument digests, dependency manifest."""
+        from persistmemo._explain import encode_meta, manifest_of
+
+        try:
+            digests = self.keys.describe(args, kwargs)
+        except Exception:  # key= covers arguments without a canonical encoding
+            digests = {}
+        return encode_meta(digests, manifest_of(self.keys))
+
+    def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
         try:
-            return self.codec.encode(value, key=key, created=time.time(), duration=duration)
+            return self.codec.encode(value, key=key, created=time.time(), duration=duration,
+                                     meta=meta)
         except SerializationError as exc:
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             if "enc:" + tname not in self._warned:
@@ -220,10 +238,32 @@ class Engine:
                 warnings.warn(msg, UncacheableResultWarning, stacklevel=5)
             return None
 
-    def hit(self, value: Any) -> Any:
+    def hit(self, value: Any, raw: bytes | Missing | None = None, key: str = "") -> Any:
         self.stats.hits += 1
         self.cache.stats.hits += 1
+        # Persisted statistics, lock-free on the hit path (see _usage.Recorder).
+        row = self.urow
+        row[0] += 1
+        saved = 0.0
+        if raw is not None and raw is not MISSING:
+            saved = _DURATION(raw, 12)[0]  # type: ignore[arg-type]
+            row[3] += saved
+        usage = self.usage
+        if _monotonic() >= usage.due:
+            usage.flush()
+        if self._logger.isEnabledFor(10):
+            self._debug("hit", key, saved)
         return value
+
+    def _debug(self, event: str, key: str, duration: float, size: int = -1) -> None:
+        """One DEBUG record per hit / miss / store (function, key prefix, duration)."""
+        short = key.rpartition(":")[2][:12] if key else "?"
+        what = {"hit": "saved", "miss": "computed in", "store": "stored in"}[event]
+        extra = f" ({size} bytes)" if size >= 0 else ""
+        self._logger.debug(
+            "persistmemo: %s %s [%s] %s %.6f s%s", event, self.keys.identity, short, what,
+            duration, extra, extra={"pm_event": event, "pm_function": self.keys.identity,
+                                    "pm_key": key, "pm_duration": duration})
 
     def _miss_counted(self) -> None:
         self.stats.misses += 1
@@ -263,9 +303,7 @@ class Engine:
                     except DecodeError as exc:
                         self._decode_failed(exc)
                     else:
-                        self.stats.hits += 1
-                        cache.stats.hits += 1
-                        return value
+                        return self.hit(value, raw, key)
         return self.compute(key, args, kwargs)
 
     def compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -289,7 +327,7 @@ class Engine:
                 return self._run_and_store(key, args, kwargs, None)
             value = self._from_flight(flight, key)
             if value is not MISSING:
-                return self.hit(value)
+                return self.hit(value, flight.raw, key)
             return self.compute(key, args, kwargs)  # the leader raised: elect a new one
         try:
             return self._locked(key, args, kwargs, flight)
@@ -356,7 +394,7 @@ class Engine:
         if acquired:
             self._release(lock)
         flight.raw = raw
-        return self.hit(value)
+        return self.hit(value, raw, key)
 
     def _release(self, lock: Lock) -> None:
         try:
@@ -371,13 +409,38 @@ class Engine:
             _renewer.add(lock)
         return time.perf_counter()
 
+    def _computed(self, frame: tuple[Any, list[float]], start: float, key: str) -> None:
+        """Record a computation's self time (nested memoized computations excluded)."""
+        inclusive = time.perf_counter() - start
+        self_time = _usage.leave(frame[0], frame[1], inclusive)
+        self.usage.computed(self.urow, self_time)
+        if self._logger.isEnabledFor(10):
+            self._debug("miss", key, inclusive)
+
+    def compute_unlocked(self, key: str, args: tuple[Any, ...]) -> tuple[Any, bytes | None]:
+        """Run the function for ``f.map`` (no lease: the batch is stored at the end);
+        return the value and its encoded form (None if it cannot be stored)."""
+        meta = self.meta(args, {})
+        start = self._started(None)
+        frame = _usage.enter()
+        try:
+            value = self.func(*args)
+        finally:
+            self._computed(frame, start, key)
+        return value, self._finished(key, value, start, None, None, meta)
+
+    def _store_logged(self, key: str, raw: bytes, started: float) -> None:
+        self._store_counted()
+        if self._logger.isEnabledFor(10):
+            self._debug("store", key, time.perf_counter() - started, len(raw))
+
     def _finished(self, key: str, value: Any, start: float, lock: Lock | None,
-                  flight: _Flight | None) -> bytes | None:
+                  flight: _Flight | None, meta: bytes = b"") -> bytes | None:
         """Bookkeeping after the function returned: the encoded result, or None to skip."""
         duration = time.perf_counter() - start
         if lock is not None:
             _renewer.discard(lock)
-        raw = self.encode(value, key, duration)
+        raw = self.encode(value, key, duration, meta)
         if flight is not None:
             flight.raw, flight.value, flight.has_value = raw, value, True
         if raw is not None and not (lock is not None or self.cache.available()):
@@ -386,22 +449,27 @@ class Engine:
 
     def _run_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                        lock: Lock | None, flight: _Flight | None = None) -> Any:
+        meta = self.meta(args, kwargs)  # before the call: the function may mutate them
         start = self._started(lock)
+        frame = _usage.enter()
         try:
             value = self.func(*args, **kwargs)
         except BaseException:
+            self._computed(frame, start, key)
             if lock is not None:
                 _renewer.discard(lock)
                 self._release(lock)  # waiters take over at once, not after the lease
             raise
-        raw = self._finished(key, value, start, lock, flight)
+        self._computed(frame, start, key)
+        raw = self._finished(key, value, start, lock, flight, meta)
         if raw is None:
             if lock is not None:
                 self._release(lock)
             return value
         try:
+            stored = time.perf_counter()
             self.cache.backend.set_and_release(key, raw, ttl=self.ttl, lock=lock)
-            self._store_counted()
+            self._store_logged(key, raw, stored)
         except BackendError as exc:
             self.cache.backend_failed(exc)
         return value
@@ -425,7 +493,7 @@ class Engine:
                 if cache._down_until:
                     cache.backend_ok()
                 if value is not MISSING:
-                    return self.hit(value)
+                    return self.hit(value, None, key)
         return await self.acompute(key, args, kwargs)
 
     async def acompute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -446,7 +514,7 @@ class Engine:
                 return await self._arun_and_store(key, args, kwargs, None)
             value = self._from_flight(flight, key)
             if value is not MISSING:
-                return self.hit(value)
+                return self.hit(value, flight.raw, key)
             return await self.acompute(key, args, kwargs)  # the leader raised: elect a new one
         fut = self._aflights[fkey] = loop.create_future()
         flight = _Flight()
@@ -486,7 +554,7 @@ class Engine:
         if acquired:
             await self._arelease(lock)
         flight.raw = raw
-        return self.hit(value)
+        return self.hit(value, raw, key)
 
     async def _arelease(self, lock: Lock) -> None:
         try:
@@ -496,25 +564,30 @@ class Engine:
 
     async def _arun_and_store(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                               lock: Lock | None, flight: _Flight | None = None) -> Any:
+        meta = self.meta(args, kwargs)  # before the call: the function may mutate them
         start = self._started(lock)
+        frame = _usage.enter()
         try:
             coro: Awaitable[Any] = self.func(*args, **kwargs)
             value = await coro
         except BaseException:
+            self._computed(frame, start, key)
             if lock is not None:
                 import asyncio
 
                 _renewer.discard(lock)
                 await asyncio.shield(self._arelease(lock))
             raise
-        raw = self._finished(key, value, start, lock, flight)
+        self._computed(frame, start, key)
+        raw = self._finished(key, value, start, lock, flight, meta)
         if raw is None:
             if lock is not None:
                 await self._arelease(lock)
             return value
         try:
+            stored = time.perf_counter()
             await self.cache.backend.aset_and_release(key, raw, ttl=self.ttl, lock=lock)
-            self._store_counted()
+            self._store_logged(key, raw, stored)
         except BackendError as exc:
             self.cache.backend_failed(exc)
         return value

@@ -1,0 +1,199 @@
+"""Why did this call miss? ``f.explain(*args, **kwargs)`` and ``persistmemo explain FUNCTION``.
+
+Every stored entry carries, in its envelope's meta, a digest per argument (by parameter name)
+and, when the key builder provides one, the dependency manifest of the code version (name ->
+kind + digest). Explaining a call compares its own digests and manifest with the nearest stored
+entries of the same function: same version with other arguments, other code versions, other
+namespaces, other key formats, an expired entry, or nothing at all.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from persistmemo._decorator import _MemoizedBase
+
+__all__ = ["Explanation", "Nearest", "Reason", "decode_meta", "encode_meta", "explain_call"]
+
+_MAX_NEAREST = 3
+
+
+def manifest_of(keys: Any) -> dict[str, str] | None:
+    """The code dependency manifest of a key builder, as ``name -> "kind:digest"`` (or None)."""
+    manifest = getattr(keys, "manifest", None)
+    if callable(manifest):
+        manifest = manifest()
+    if not isinstance(manifest, dict):
+        return None
+    out = {}
+    for name, leaf in manifest.items():
+        if isinstance(leaf, (tuple, list)):
+            leaf = ":".join(str(x) for x in leaf)
+        elif hasattr(leaf, "kind") and hasattr(leaf, "digest"):
+            leaf = f"{leaf.kind}:{leaf.digest}"
+        out[str(name)] = str(leaf)
+    return out
+
+
+def encode_meta(args: dict[str, str], deps: dict[str, str] | None) -> bytes:
+    """The meta stored with an entry: argument digests and the dependency manifest."""
+    import msgpack
+
+    data: dict[str, Any] = {"args": args}
+    if deps is not None:
+        data["deps"] = deps
+    return bytes(msgpack.packb(data))
+
+
+def decode_meta(meta: bytes) -> dict[str, Any]:
+    """Read :func:`encode_meta`'s output; anything else gives ``{}``."""
+    if not meta:
+        return {}
+    import msgpack
+
+    try:
+        data = msgpack.unpackb(meta)
+    except Exception:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def diff_manifests(old: dict[str, str] | None, new: dict[str, str] | None) -> list[str]:
+    """Names whose leaf differs: ``changed x``, ``added y``, ``removed z``."""
+    if old is None or new is None:
+        return []
+    out = [f"changed {n}" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
+    out += [f"added {n}" for n in sorted(new.keys() - old.keys())]
+    out += [f"removed {n}" for n in sorted(old.keys() - new.keys())]
+    return out
+
+
+class Reason(NamedTuple):
+    """One reason a call missed: ``kind`` is one of ``argument``, ``code``, ``namespace``,
+    ``format``, ``expired``, ``unreadable``, ``never``."""
+
+    kind: str
+    detail: str
+
+
+class Nearest(NamedTuple):
+    """A stored entry of the same function, and how it differs from the call."""
+
+    key: str
+    namespace: str
+    version: str
+    created: float
+    arguments: tuple[str, ...]  # parameters whose digest differs
+    code_changed: bool
+    dependencies: tuple[str, ...]  # "changed helper", ... from the manifests
+
+
+class Explanation(NamedTuple):
+    """What ``f.explain(...)`` found; ``str()`` is a readable report."""
+
+    function: str
+    key: str
+    hit: bool
+    reasons: tuple[Reason, ...]
+    nearest: tuple[Nearest, ...]
+    created: float | None = None  # of the entry, on a hit
+    duration: float | None = None
+
+    def __str__(self) -> str:
+        if self.hit:
+            return (f"hit: {self.function} is stored under {self.key} (computed in "
+                    f"{self.duration or 0:.3f} s at {time.ctime(self.created or 0)})")
+        lines = [f"miss: {self.function} has no entry under {self.key}"]
+        lines += [f"  - {r.kind}: {r.detail}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def _call_digests(memo: _MemoizedBase[Any, Any], args: Any, kwargs: Any) -> dict[str, str]:
+    try:
+        return memo.keys.describe(args, kwargs)
+    except Exception:  # e.g. key= handles arguments that have no canonical encoding
+        return {}
+
+
+def explain_call(memo: _MemoizedBase[Any, Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Explanation:
+    """Explain whether ``memo(*args, **kwargs)`` would hit, and if not, why."""
+    from persistmemo._inspect import entry_keys, read_entries
+    from persistmemo.backends.base import MISSING
+    from persistmemo.errors import DecodeError
+
+    engine = memo.engine
+    keys, backend = memo.keys, engine.cache.backend
+    key = keys(args, kwargs)
+    raw = backend.get(key)
+    if raw is not MISSING:
+        try:
+            entry = engine.codec.decode(raw, key=key)  # type: ignore[arg-type]
+        except DecodeError as exc:
+            return Explanation(keys.identity, key, False, (Reason("unreadable", str(exc)),), ())
+        return Explanation(keys.identity, key, True, (), (), entry.created, entry.duration)
+    mine = _call_digests(memo, args, kwargs)
+    deps = manifest_of(keys)
+    stored = [k for k in entry_keys(backend, "pm:")
+              if k.split(":")[3:4] == [key.split(":")[3]]]
+    nearest = []
+    for e in read_entries(backend, stored):
+        meta = decode_meta(e.meta)
+        theirs = meta.get("args", {})
+        differing = tuple(n for n in sorted(mine.keys() | theirs.keys())
+                          if mine.get(n) != theirs.get(n)) if theirs else ("?",)
+        nearest.append(Nearest(e.key, e.parts.namespace, e.parts.version, e.created, differing,
+                               e.parts.version != keys.fingerprint,
+                               tuple(diff_manifests(meta.get("deps"), deps))))
+    rank = {n.key: (len(n.arguments), n.code_changed, n.namespace != keys.namespace, -n.created)
+            for n in nearest}
+    nearest.sort(key=lambda n: rank[n.key])
+    top = tuple(nearest[:_MAX_NEAREST])
+    reasons = _reasons(memo, key, top, bool(stored))
+    return Explanation(keys.identity, key, False, reasons, top)
+
+
+def _expired(backend: Any, key: str) -> float | None:
+    """When ``key`` expired, if the store still holds the expired row (directory stores)."""
+    if getattr(backend, "name", "") != "disk":
+        return None
+    row = backend.cache._sql("SELECT expire_time FROM Cache WHERE raw = 1 AND key = ?",
+                             (key,)).fetchone()
+    return float(row[0]) if row and row[0] is not None and row[0] <= time.time() else None
+
+
+def _reasons(memo: _MemoizedBase[Any, Any], key: str, nearest: tuple[Nearest, ...],
+             any_stored: bool) -> tuple[Reason, ...]:
+    from persistmemo.keys import KEY_FORMAT
+
+    keys = memo.keys
+    expired = _expired(memo.engine.cache.backend, key)
+    if expired is not None:
+        return (Reason("expired", f"this call's entry expired at {time.ctime(expired)} "
+                                  f"(ttl)"),)
+    if not any_stored:
+        return (Reason("never", f"never computed: no entry of {keys.identity} is stored "
+                                f"(in any namespace or code version)"),)
+    out = []
+    for n in nearest:
+        where = f"entry {n.key.rpartition(':')[2][:12]} ({time.ctime(n.created)})"
+        if n.key.split(":")[1] != str(KEY_FORMAT):
+            out.append(Reason("format", f"{where} was stored under key format "
+                                        f"{n.key.split(':')[1]}; this version uses {KEY_FORMAT}"))
+            continue
+        if n.namespace != keys.namespace:
+            out.append(Reason("namespace", f"{where} is in namespace {n.namespace!r}, this call "
+                                           f"uses {keys.namespace!r}"))
+        if n.code_changed:
+            what = ", ".join(n.dependencies) or (
+                f"the code of {keys.identity} (no dependency manifest recorded)")
+            out.append(Reason("code", f"{where} was computed by code version {n.version}, "
+                                      f"now {keys.fingerprint}: {what}"))
+        if n.arguments == ("?",):
+            out.append(Reason("argument", f"{where} has no argument digests recorded"))
+        elif n.arguments:
+            out.append(Reason("argument", f"{where} differs in argument(s) "
+                                          + ", ".join(n.arguments)))
+    return tuple(out)

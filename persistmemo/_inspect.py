@@ -1,0 +1,97 @@
+"""Reading stored entries (CLI, explain): headers, sizes, TTLs, without decoding any payload."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+__all__ = ["KeyParts", "StoredEntry", "entry_keys", "read_entries", "split_key", "ttl_left"]
+
+
+_BATCH = 500
+
+
+class KeyParts(NamedTuple):
+    """The fields of a key string ``pm:<format>:<namespace>:<function>:<version>:<digest>``."""
+
+    format: str
+    namespace: str
+    function: str
+    version: str
+    digest: str
+
+
+def split_key(key: str) -> KeyParts | None:
+    """Parse a key; None if it is not a persistmemo entry key."""
+    from urllib.parse import unquote
+
+    parts = key.split(":")
+    if len(parts) < 6 or parts[0] != "pm":
+        return None
+    return KeyParts(parts[1], unquote(parts[2]), unquote(parts[3]), parts[4], parts[-1])
+
+
+class StoredEntry(NamedTuple):
+    """One stored entry as the CLI shows it."""
+
+    key: str
+    parts: KeyParts
+    size: int
+    created: float  # 0.0 if the header is unreadable
+    duration: float
+    codec: str  # "?" if the header is unreadable (another envelope format)
+    meta: bytes
+    readable: bool
+
+
+def entry_keys(backend: Any, prefix: str = "pm:") -> list[str]:
+    """Keys of stored entries (leases and statistics excluded) under ``prefix``."""
+    return [k for k in backend.keys(prefix) if split_key(k) is not None]
+
+
+def read_entries(backend: Any, keys: Sequence[str]) -> Iterator[StoredEntry]:
+    """Peek at the header of each entry (batched reads; a vanished entry is skipped)."""
+    from persistmemo.codec import Codec
+    from persistmemo.errors import DecodeError
+
+    codec = Codec()
+    for i in range(0, len(keys), _BATCH):
+        part = list(keys[i:i + _BATCH])
+        for key, raw in zip(part, backend.get_many(part)):
+            parts = split_key(key)
+            if not isinstance(raw, bytes) or parts is None:
+                continue
+            try:
+                info = codec.peek(raw)
+            except DecodeError:
+                yield StoredEntry(key, parts, len(raw), 0.0, 0.0, "?", b"", False)
+                continue
+            yield StoredEntry(key, parts, len(raw), info.created, info.duration, info.codec,
+                              info.meta, True)
+
+
+def ttl_left(backend: Any, keys: Sequence[str]) -> dict[str, float | None]:
+    """Seconds each key has left (None: no expiry, or unknown for this store)."""
+    name = getattr(backend, "name", "")
+    out: dict[str, float | None] = dict.fromkeys(keys)
+    if not keys:
+        return out
+    now = time.time()
+    if name == "disk":
+        sql = backend.cache._sql
+        for i in range(0, len(keys), _BATCH):
+            part = list(keys[i:i + _BATCH])
+            marks = ",".join("?" * len(part))
+            rows = sql(f"SELECT key, expire_time FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                       part).fetchall()
+            for key, expire in rows:
+                out[key] = None if expire is None else max(0.0, expire - now)
+    elif name in ("redis", "redis-cluster"):
+        with backend._guard:
+            pipe = backend._sync().pipeline(transaction=False)
+            for key in keys:
+                pipe.pttl(key)
+            for key, ms in zip(keys, pipe.execute()):
+                out[key] = None if ms is None or ms < 0 else ms / 1000
+    return out
