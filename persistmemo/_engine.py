@@ -304,7 +304,16 @@ class Engine:
                         self._decode_failed(exc)
                     else:
                         return self.hit(value, raw, key)
-        return self.compute(key, args, kwargs)
+        return self.timed_compute(key, args, kwargs)
+
+    def timed_compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`compute`, its whole time (lease, run, store) charged to a calling
+        computation, so the caller's self time is its own work only."""
+        start = time.perf_counter()
+        try:
+            return self.compute(key, args, kwargs)
+        finally:
+            _usage.charge(time.perf_counter() - start)
 
     def compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Compute (once per process and, with the lock, once across workers) and store."""
@@ -427,6 +436,7 @@ class Engine:
             value = self.func(*args)
         finally:
             self._computed(frame, start, key)
+            _usage.charge(time.perf_counter() - start)
         return value, self._finished(key, value, start, None, None, meta)
 
     def _store_logged(self, key: str, raw: bytes, started: float) -> None:
@@ -494,7 +504,11 @@ class Engine:
                     cache.backend_ok()
                 if value is not MISSING:
                     return self.hit(value, None, key)
-        return await self.acompute(key, args, kwargs)
+        start = time.perf_counter()
+        try:
+            return await self.acompute(key, args, kwargs)
+        finally:
+            _usage.charge(time.perf_counter() - start)
 
     async def acompute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The async twin of :meth:`compute` (tasks of one event loop share one flight)."""

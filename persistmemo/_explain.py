@@ -106,7 +106,21 @@ class Explanation(NamedTuple):
             return (f"hit: {self.function} is stored under {self.key} (computed in "
                     f"{self.duration or 0:.3f} s at {time.ctime(self.created or 0)})")
         lines = [f"miss: {self.function} has no entry under {self.key}"]
-        lines += [f"  - {r.kind}: {r.detail}" for r in self.reasons]
+        lines += [f"  because: {r.detail}" for r in self.reasons]
+        if self.nearest:
+            lines.append("  nearest stored entries:")
+        for n in self.nearest:
+            diff = []
+            if n.namespace != self.key.split(":")[2]:
+                diff.append(f"namespace {n.namespace}")
+            if n.code_changed:
+                diff.append(f"code version {n.version}"
+                            + (f" ({', '.join(n.dependencies)})" if n.dependencies else ""))
+            if n.arguments:
+                diff.append("argument " + ", ".join(n.arguments)
+                            if n.arguments != ("?",) else "arguments not recorded")
+            lines.append(f"    {n.key.rpartition(':')[2][:12]}  {time.ctime(n.created)}  "
+                         f"differs in: {'; '.join(diff) or 'key format'}")
         return "\n".join(lines)
 
 
@@ -177,8 +191,8 @@ def _reasons(memo: _MemoizedBase[Any, Any], key: str, nearest: tuple[Nearest, ..
         return (Reason("never", f"never computed: no entry of {keys.identity} is stored "
                                 f"(in any namespace or code version)"),)
     out = []
-    for n in nearest:
-        where = f"entry {n.key.rpartition(':')[2][:12]} ({time.ctime(n.created)})"
+    for n in nearest[:1]:  # the closest entry explains the miss; str() lists the others
+        where = "the nearest stored entry"
         if n.key.split(":")[1] != str(KEY_FORMAT):
             out.append(Reason("format", f"{where} was stored under key format "
                                         f"{n.key.split(':')[1]}; this version uses {KEY_FORMAT}"))
@@ -189,11 +203,11 @@ def _reasons(memo: _MemoizedBase[Any, Any], key: str, nearest: tuple[Nearest, ..
         if n.code_changed:
             what = ", ".join(n.dependencies) or (
                 f"the code of {keys.identity} (no dependency manifest recorded)")
-            out.append(Reason("code", f"{where} was computed by code version {n.version}, "
-                                      f"now {keys.fingerprint}: {what}"))
+            out.append(Reason("code", f"the code changed since {where} was computed (version "
+                                      f"{n.version}, now {keys.fingerprint}): {what}"))
         if n.arguments == ("?",):
             out.append(Reason("argument", f"{where} has no argument digests recorded"))
         elif n.arguments:
-            out.append(Reason("argument", f"{where} differs in argument(s) "
-                                          + ", ".join(n.arguments)))
+            out.append(Reason("argument", f"argument(s) {', '.join(n.arguments)} differ from "
+                                          f"{where}"))
     return tuple(out)

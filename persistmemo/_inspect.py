@@ -6,7 +6,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["KeyParts", "StoredEntry", "entry_keys", "read_entries", "split_key", "ttl_left"]
+__all__ = ["KeyParts", "StoredEntry", "entry_keys", "read_entries", "sizes", "split_key",
+           "ttl_left"]
 
 
 _BATCH = 500
@@ -94,4 +95,29 @@ def ttl_left(backend: Any, keys: Sequence[str]) -> dict[str, float | None]:
                 pipe.pttl(key)
             for key, ms in zip(keys, pipe.execute()):
                 out[key] = None if ms is None or ms < 0 else ms / 1000
+    return out
+
+
+def sizes(backend: Any, keys: Sequence[str]) -> dict[str, int]:
+    """Stored size of each key, without reading the values where the store can tell."""
+    name = getattr(backend, "name", "")
+    out: dict[str, int] = {}
+    for i in range(0, len(keys), _BATCH):
+        part = list(keys[i:i + _BATCH])
+        if name == "disk":
+            marks = ",".join("?" * len(part))
+            rows = backend.cache._sql(
+                f"SELECT key, size, value FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                part).fetchall()
+            # diskcache records the size of values kept in files; inline ones are the blob.
+            out.update((k, int(s) if s else len(v or b"")) for k, s, v in rows)
+        elif name in ("redis", "redis-cluster"):
+            with backend._guard:
+                pipe = backend._sync().pipeline(transaction=False)
+                for key in part:
+                    pipe.strlen(key)
+                out.update((k, int(n)) for k, n in zip(part, pipe.execute()) if n)
+        else:
+            out.update((k, len(v)) for k, v in zip(part, backend.get_many(part))
+                       if isinstance(v, bytes))
     return out

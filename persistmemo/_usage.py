@@ -71,13 +71,18 @@ def enter() -> tuple[Token[list[float] | None], list[float]]:
 
 
 def leave(token: Token[list[float] | None], frame: list[float], inclusive: float) -> float:
-    """End a computation; return its self time and charge its inclusive time to the parent."""
+    """End a computation; return its self time (``inclusive`` minus its children's time)."""
     with contextlib.suppress(ValueError):  # another context (should not happen): carry on
         _frame.reset(token)
+    return max(0.0, inclusive - frame[0])
+
+
+def charge(seconds: float) -> None:
+    """Charge a nested memoized computation's whole time (run, encode, store) to its parent,
+    so the parent's self time is its own work only."""
     parent = _frame.get()
     if parent is not None:
-        parent[0] += inclusive
-    return max(0.0, inclusive - frame[0])
+        parent[0] += seconds
 
 
 # -- the buffer and its flushes -------------------------------------------------------------
