@@ -194,7 +194,8 @@ def _prune_plan(backend: Any, args: argparse.Namespace) -> list[tuple[StoredEntr
                 newest[fn] = max(newest.get(fn, (0.0, "")), (e.created, e.parts.version))
         for e in found:
             fn = (e.parts.namespace, e.parts.function)
-            if fn in newest and e.parts.version != newest[fn][1]:
+            if (e.parts.format == str(KEY_FORMAT) and fn in newest
+                    and e.parts.version != newest[fn][1]):
                 plan.setdefault(e.key, (e, "old code version"))
     if args.older_than is not None:
         cutoff = time.time() - args.older_than
