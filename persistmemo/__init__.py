@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
 from persistmemo._engine import CacheInfo, UncacheableResultWarning
+from persistmemo._explain import Explanation
 from persistmemo._switch import disabled
 from persistmemo.backends.base import MISSING, Backend, Lock, Missing
 from persistmemo.errors import (
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "DiskBackend",
+    "Explanation",
     "KeyEncodingError",
     "Lock",
     "LockTimeout",
