@@ -70,12 +70,12 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     loc = resolve_location(args)
     backend = open_store(loc)
     found = _entries(backend, args)
-    total = len(found)
+    total, total_bytes = len(found), sum(e.size for e in found)
     if args.limit:
         found = found[:args.limit]
     ttls = ttl_left(backend, [e.key for e in found])
     if args.json:
-        emit_json({"location": shown(loc.url), "total": total,
+        emit_json({"location": shown(loc.url), "total": total, "bytes": total_bytes,
                    "entries": [_entry_json(e, ttls[e.key]) for e in found]})
         return OK
     print(_header(loc, backend))
@@ -90,7 +90,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     print(table(["CREATED", "SIZE", "COMPUTE", "EXPIRES IN", "FUNCTION", "VERSION", "KEY"],
                 rows, right=(1, 2, 3), color=use_color(args)))
     more = f" (showing {len(found)}; --limit 0 for all)" if total > len(found) else ""
-    print(f"{total} entries, {human_size(sum(e.size for e in found))}{more}")
+    print(f"{total} entries, {human_size(total_bytes)}{more}")
     return OK
 
 
