@@ -496,14 +496,15 @@ class Engine:
         cache = self.cache
         if cache.available():
             try:
-                value = self.decode(await cache.backend.aget(key), key)
+                raw = await cache.backend.aget(key)
             except BackendError as exc:
                 cache.backend_failed(exc)
             else:
                 if cache._down_until:
                     cache.backend_ok()
+                value = self.decode(raw, key)
                 if value is not MISSING:
-                    return self.hit(value, None, key)
+                    return self.hit(value, raw, key)
         start = time.perf_counter()
         try:
             return await self.acompute(key, args, kwargs)

@@ -6,10 +6,14 @@ counted by those calls, not twice) and ``saved_s`` (for each hit, the compute ti
 it reused).
 
 Writes are batched: calls add to an in-process buffer, flushed at most every
-:data:`FLUSH_INTERVAL` seconds by the call that finds it due, and at interpreter or
-``multiprocessing`` worker exit. A flush never loses another worker's update: on Redis it is
-``HINCRBY`` / ``HINCRBYFLOAT`` in one pipeline, on a directory one SQLite transaction
-(read, add, write). A failed flush keeps the counts for the next one and never reaches the caller.
+:data:`FLUSH_INTERVAL` seconds by the call that finds it due, after any computation of at least
+:data:`EAGER_FLUSH` seconds (a round trip is nothing next to it), and at interpreter or
+``multiprocessing`` worker exit. A process killed without exiting (SIGKILL,
+``Pool.terminate()``) loses at most the cheap calls of its last :data:`FLUSH_INTERVAL` seconds.
+
+A flush never loses another worker's update: on Redis it is ``HINCRBY`` / ``HINCRBYFLOAT`` in
+one pipeline, on a directory one SQLite transaction (read, add, write). A failed flush keeps
+the counts for the next one and never reaches the caller.
 
 Stored under ``pmstats:1:<namespace>:<module.qualname>`` (escaped like keys), outside the
 ``pm:`` key space so listings and clears of entries never see them.
@@ -36,6 +40,7 @@ __all__ = ["PREFIX", "FunctionUsage", "Recorder", "read_usage"]
 
 PREFIX = "pmstats:1:"
 FLUSH_INTERVAL = 2.0
+EAGER_FLUSH = 1.0  # a computation at least this long (self time) is flushed right away
 _FIELDS = ("hits", "misses", "compute_s", "saved_s")
 _DURATION = struct.Struct(">d")  # the envelope's duration field, at offset 12 (codec.HEADER)
 
@@ -121,7 +126,9 @@ class Recorder:
         with self._lock:
             row[1] += 1
             row[2] += self_time
-        if time.monotonic() >= self.due:
+        # An expensive computation is worth a round trip at once: its numbers then survive a
+        # worker that is killed (Pool.terminate, SIGKILL) before the next periodic flush.
+        if self_time >= EAGER_FLUSH or time.monotonic() >= self.due:
             self.flush()
 
     def _take(self) -> dict[tuple[str, str], list[float]]:
