@@ -56,11 +56,12 @@ def run_workers(tmp_path: Path, url: str, starts: list[int]) -> None:
         assert p.returncode == 0, err
 
 
-@pytest.mark.parametrize("store", ["disk", "redis"])
+@pytest.mark.parametrize("store", ["disk", "redis", "cluster"])
 def test_stats_add_up_two_worker_processes(tmp_path: Path, store: str,
                                            request: pytest.FixtureRequest) -> None:
     """Two workers with overlapping inputs: stats shows the calls of both, each once."""
-    url = str(tmp_path / "c") if store == "disk" else request.getfixturevalue("redis_url")
+    fixture = {"redis": "redis_url", "cluster": "redis_cluster_url"}.get(store)
+    url = request.getfixturevalue(fixture) if fixture else str(tmp_path / "c")
     run_workers(tmp_path, url, [0, 5])
     row = next(r for r in stats_json(url, tmp_path)["functions"]
                if r["function"] == "worker.work")
