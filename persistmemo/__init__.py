@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
 from persistmemo._engine import CacheInfo, UncacheableResultWarning
-from persistmemo._explain import Explanation
 from persistmemo._switch import disabled
 from persistmemo.backends.base import MISSING, Backend, Lock, Missing
 from persistmemo.errors import (
@@ -36,6 +35,7 @@ from persistmemo.errors import (
 from persistmemo.keys import register_key_encoder
 
 if TYPE_CHECKING:
+    from persistmemo._explain import Explanation
     from persistmemo.backends.disk import DiskBackend
     from persistmemo.backends.memory import MemoryBackend
     from persistmemo.backends.redis import RedisBackend
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     # Backends import their drivers (diskcache, redis) lazily: `import persistmemo` stays fast.
+    if name == "Explanation":  # what f.explain() returns: imported with it, not at import
+        from persistmemo._explain import Explanation
+
+        return Explanation
     if name in ("DiskBackend", "MemoryBackend", "RedisBackend"):
         from persistmemo import backends
 
