@@ -238,19 +238,21 @@ class Engine:
                 warnings.warn(msg, UncacheableResultWarning, stacklevel=5)
             return None
 
-    def hit(self, value: Any, raw: bytes | Missing | None = None, key: str = "") -> Any:
+    def hit(self, value: Any, raw: bytes | Missing | None = None, key: str = "",
+            saved: float | None = None) -> Any:
+        """Count a hit (``saved``: the entry's compute time, else read from ``raw``)."""
         self.stats.hits += 1
         self.cache.stats.hits += 1
         # Persisted statistics, lock-free on the hit path (see _usage.Recorder).
         row = self.urow
-        row[0] += 1
-        saved = 0.0
-        if raw is not None and raw is not MISSING:
-            saved = _DURATION(raw, 12)[0]  # type: ignore[arg-type]
-            row[3] += saved
-        usage = self.usage
-        if _monotonic() >= usage.due:
-            usage.flush()
+        hits = row[0] = row[0] + 1
+        if saved is None:
+            saved = _DURATION(raw, 12)[0] if type(raw) is bytes else 0.0
+        row[3] += saved
+        if not hits % 32:  # look at the clock every 32 hits only: hits are the hot path
+            usage = self.usage
+            if _monotonic() >= usage.due:
+                usage.flush()
         if self._logger.isEnabledFor(10):
             self._debug("hit", key, saved)
         return value
@@ -299,11 +301,11 @@ class Engine:
                     cache.backend_ok()
                 if raw is not MISSING:
                     try:
-                        value = self.codec.decode(raw, key=key).value  # type: ignore[arg-type]
+                        entry = self.codec.decode(raw, key=key)  # type: ignore[arg-type]
                     except DecodeError as exc:
                         self._decode_failed(exc)
                     else:
-                        return self.hit(value, raw, key)
+                        return self.hit(entry[0], None, key, entry[2])  # value, duration
         return self.timed_compute(key, args, kwargs)
 
     def timed_compute(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
