@@ -44,6 +44,18 @@ def uses() -> None:
     add("no")  # type: ignore[arg-type]
     upper(1)  # type: ignore[arg-type]
     persistmemo.set_default_cache(cache)
+    why: persistmemo.Explanation = add.explain(1, b=2)
+    stored: bool = why.hit
+    kinds: list[str] = [r.kind for r in why.reasons]
+    shown: list[int] = add.map([1, 2], progress=True)
+    with persistmemo.disabled():
+        add(1)
+    del why, stored, kinds, shown
+
+
+@persistmemo.disabled()
+def without_cache() -> int:
+    return add(1)
 
 
 async def uses_async() -> None:
