@@ -35,9 +35,10 @@ WORKER = textwrap.dedent('''
 
 
 def stats_json(url: str, cwd: Path) -> Any:
-    """`persistmemo --url URL stats --json`, parsed."""
+    """`persistmemo --url URL stats --json` for this test's namespace, parsed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
-    res = subprocess.run([str(BIN), "--url", url, "stats", "--json"], cwd=cwd, env=env,
+    res = subprocess.run([str(BIN), "--url", url, "stats", "--json", "--namespace",
+                          cwd.name[-60:]], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -47,7 +48,7 @@ def run_workers(tmp_path: Path, url: str, starts: list[int]) -> None:
     """Run one worker process per start value, concurrently, on the same store."""
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")},
-           "PERSISTMEMO_URL": url}
+           "PERSISTMEMO_URL": url, "PERSISTMEMO_NAMESPACE": tmp_path.name[-60:]}
     procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(s)],
                               cwd=tmp_path, env=env, stderr=subprocess.PIPE)
              for s in starts]
@@ -180,6 +181,7 @@ def test_map_progress_counts_computed_and_reused(capsys: pytest.CaptureFixture[s
 def test_stats_colour_on_a_terminal_only(tmp_path: Path) -> None:
     """stats uses colour under a pseudo-terminal, none in a pipe or with NO_COLOR."""
     pty = pytest.importorskip("pty")
+    ns = tmp_path.name[-60:]
     url = str(tmp_path / "c")
     run_workers(tmp_path, url, [0])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
@@ -188,7 +190,8 @@ def test_stats_colour_on_a_terminal_only(tmp_path: Path) -> None:
 
     def under_pty(extra: dict[str, str]) -> str:
         main, child = pty.openpty()
-        proc = subprocess.Popen([str(BIN), "--url", url, "stats"], stdout=child, stderr=child,
+        proc = subprocess.Popen([str(BIN), "--url", url, "stats", "--namespace", ns],
+                                stdout=child, stderr=child,
                                 env={**env, **extra}, cwd=tmp_path)
         os.close(child)
         chunks = []
