@@ -233,10 +233,10 @@ def test_memory_location_is_refused_clearly(tmp_path: Path) -> None:
 @pytest.mark.redis
 def test_ls_stats_clear_on_redis(tmp_path: Path, redis_url: str) -> None:
     """ls, stats and clear work on a real Redis, with --url after the subcommand."""
-    import redis
+    from persistmemo.backends.redis import RedisBackend
 
     redis_url = redis_url.rpartition("/")[0] + "/7"  # a database of our own, emptied
-    redis.Redis.from_url(redis_url).flushdb()
+    RedisBackend(redis_url).clear("")  # (SCAN + UNLINK: another test bans FLUSHDB)
     (tmp_path / "job.py").write_text(JOB)
     run_py(tmp_path / "job.py", cwd=tmp_path, env={"PERSISTMEMO_URL": redis_url})
     data = as_json(pm("ls", "--url", redis_url, "--json", cwd=tmp_path))
