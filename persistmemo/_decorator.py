@@ -66,6 +66,9 @@ class _MemoizedBase(Generic[P, R]):
             k = self.keys
             self.keys = KeyBuilder(k.func, namespace=cache.namespace, version=k.version,
                                    ignore=k.ignore, key=k.custom_key)
+            public = getattr(self, "_public", None)
+            if public is not None:  # the async def handed out carries `keys` too
+                public.keys = self.keys
         engine = Engine(
             cache, self.keys, self.__wrapped__,
             ttl=seconds(o["ttl"], "ttl") if "ttl" in o else cache.ttl,
@@ -182,6 +185,13 @@ class Memoized(_MemoizedBase[P, R]):
 
         engine = self.engine
         arglists = [c if type(c) is tuple else (c,) for c in calls]
+        if _switch.depth or engine.disabled:  # switched off: straight through
+            with Progress(len(arglists), self.keys.identity, enabled=progress) as bar:
+                out = []
+                for a in arglists:
+                    out.append(self.__wrapped__(*a))
+                    bar.computed()
+            return out
         keys = [self.keys(a, {}) for a in arglists]
         cache = engine.cache
         raws: list[Any] = [MISSING] * len(keys)
@@ -254,6 +264,7 @@ def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> 
     for name in _ASYNC_ATTRS:
         setattr(memoized, name, getattr(memo, name))
     memoized.memo = memo  # type: ignore[attr-defined]
+    memo._public = memoized  # type: ignore[attr-defined]
     return memoized
 
 

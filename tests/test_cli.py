@@ -248,3 +248,24 @@ def test_ls_stats_clear_on_redis(tmp_path: Path, redis_url: str) -> None:
     assert "deleted 3 entries" in out
     res = pm("ls", "--url", "redis://127.0.0.1:1/0", cwd=tmp_path, ok=False)
     assert res.returncode == 4 and "store failed" in res.stderr
+
+
+def test_broken_project_file_and_bad_options_exit_2(tmp_path: Path) -> None:
+    """A broken [tool.persistmemo] or a bad option value: exit 2 with the reason."""
+    (tmp_path / "pyproject.toml").write_text('[tool.persistmemo]\nurl = ".c"\nttl = "x"\n')
+    res = pm("ls", cwd=tmp_path, ok=False)
+    assert res.returncode == 2 and "pyproject.toml: ttl must be a number" in res.stderr
+    res = pm("--url", str(tmp_path), "ls", "--limit", "-1", cwd=tmp_path, ok=False)
+    assert res.returncode == 2 and "not a count" in res.stderr
+    res = pm("--url", str(tmp_path), "prune", "--max-bytes", "lots", cwd=tmp_path, ok=False)
+    assert res.returncode == 2 and "not a size" in res.stderr
+    assert not (tmp_path / ".c").exists()
+
+
+def test_clear_namespace_and_password_masked(project: Path) -> None:
+    """clear --namespace deletes one namespace; passwords never appear in output."""
+    out = pm("clear", "--namespace", "other", "--yes", cwd=project).stdout
+    assert "deleted 1 entries" in out
+    assert as_json(pm("ls", "--json", cwd=project))["total"] == 3
+    res = pm("--url", "redis://u:hunter2@127.0.0.1:1/0", "stats", cwd=project, ok=False)
+    assert res.returncode == 4 and "hunter2" not in res.stderr + res.stdout

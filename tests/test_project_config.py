@@ -201,3 +201,26 @@ def test_pytest_plugin_fixture_gives_each_test_a_fresh_store(tmp_path: Path) -> 
                          capture_output=True, text=True, timeout=120)
     assert "2 passed" in res.stdout, res.stdout + res.stderr
     assert not (tmp_path / "x").exists()  # the user's cache directory was never touched
+
+
+def test_disabled_map_and_async(tmp_path: Path) -> None:
+    """disabled() covers f.map and async functions too."""
+    cache = persistmemo.Cache(str(tmp_path / "c"))
+    runs: list[int] = []
+
+    @cache.memoize
+    def f(x: int) -> int:
+        runs.append(x)
+        return x
+
+    @cache.memoize
+    async def g(x: int) -> int:
+        runs.append(-x)
+        return x
+
+    import asyncio
+
+    with persistmemo.disabled():
+        assert f.map([1, 1]) == [1, 1]
+        assert asyncio.run(g(2)) == 2 and asyncio.run(g(2)) == 2
+    assert runs == [1, 1, -2, -2] and list(cache.backend.keys()) == []

@@ -252,11 +252,21 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
     return OK
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (0 or more)")
+    return n
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add this module's subcommands to the parser."""
     ls = sub.add_parser("ls", parents=[common], help="list entries, newest first")
     ls.add_argument("--function", help="module.qualname, or an unambiguous suffix (fib)")
-    ls.add_argument("--limit", type=int, default=50, help="at most N rows (0: all; default 50)")
+    ls.add_argument("--limit", type=_count, default=50, help="at most N rows (0: all; default 50)")
     ls.set_defaults(run=_cmd_ls)
     show = sub.add_parser("show", parents=[common], help="one entry in detail")
     show.add_argument("key", help="a key, or the start of its digest (the KEY column of ls)")
