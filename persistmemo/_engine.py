@@ -38,7 +38,6 @@ def _log() -> Any:
     import logging  # lazily: logging costs ~5 ms of `import persistmemo`
 
     return logging.getLogger("persistmemo")
-_DURATION = _usage._DURATION.unpack_from  # an entry's compute time, read from its header
 _monotonic = time.monotonic
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.01  # waiters re-check at least every 10 ms (a read-only check on every store)
@@ -246,8 +245,8 @@ class Engine:
         # Persisted statistics, lock-free on the hit path (see _usage.Recorder).
         row = self.urow
         hits = row[0] = row[0] + 1
-        if saved is None:
-            saved = _DURATION(raw, 12)[0] if type(raw) is bytes else 0.0
+        if saved is None:  # (not on the plain hit path, which passes the decoded duration)
+            saved = self._stored_duration(raw)
         row[3] += saved
         if not hits % 32:  # look at the clock every 32 hits only: hits are the hot path
             usage = self.usage
@@ -256,6 +255,15 @@ class Engine:
         if self._logger.isEnabledFor(10):
             self._debug("hit", key, saved)
         return value
+
+    def _stored_duration(self, raw: bytes | Missing | None) -> float:
+        """The compute time recorded in an entry's header (0.0 if unreadable)."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return 0.0
+        try:
+            return float(self.codec.peek(bytes(raw)).duration)
+        except Exception:
+            return 0.0
 
     def _debug(self, event: str, key: str, duration: float, size: int = -1) -> None:
         """One DEBUG record per hit / miss / store (function, key prefix, duration)."""

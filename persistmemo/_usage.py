@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import struct
 import threading
 import time
 import weakref
@@ -42,7 +41,6 @@ PREFIX = "pmstats:1:"
 FLUSH_INTERVAL = 2.0
 EAGER_FLUSH = 1.0  # a computation at least this long (self time) is flushed right away
 _FIELDS = ("hits", "misses", "compute_s", "saved_s")
-_DURATION = struct.Struct(">d")  # the envelope's duration field, at offset 12 (codec.HEADER)
 
 
 class FunctionUsage(NamedTuple):
@@ -54,15 +52,6 @@ class FunctionUsage(NamedTuple):
     misses: int
     compute_s: float
     saved_s: float
-
-
-def stored_duration(raw: bytes) -> float:
-    """The compute time recorded in a stored entry's header (0.0 if it is not an envelope)."""
-    try:
-        value: float = _DURATION.unpack_from(raw, 12)[0]
-    except struct.error:
-        return 0.0
-    return value if value == value and value >= 0 else 0.0
 
 
 # -- self time: a frame per running computation, per thread / asyncio task -----------------
