@@ -221,7 +221,10 @@ class Engine:
             digests = self.keys.describe(args, kwargs)
         except Exception:  # key= covers arguments without a canonical encoding
             digests = {}
-        return encode_meta(digests, manifest_of(self.keys))
+        # keys v2 records the manifest once per code version itself (take_manifest): then
+        # entries need not repeat it.
+        deps = None if hasattr(self.keys, "take_manifest") else manifest_of(self.keys)
+        return encode_meta(digests, deps)
 
     def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""

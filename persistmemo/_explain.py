@@ -21,10 +21,20 @@ _MAX_NEAREST = 3
 
 
 def manifest_of(keys: Any) -> dict[str, str] | None:
-    """The code dependency manifest of a key builder, as ``name -> "kind:digest"`` (or None)."""
+    """The code dependency manifest of a key builder, as ``name -> "kind:digest"`` (or None).
+
+    Reads ``keys.manifest`` if set, else ``keys.dependencies()`` (keys v2).
+    """
     manifest = getattr(keys, "manifest", None)
-    if callable(manifest):
-        manifest = manifest()
+    if manifest is None and callable(getattr(keys, "dependencies", None)):
+        try:
+            manifest = keys.dependencies()
+        except Exception:
+            manifest = None
+    return _normalise(manifest)
+
+
+def _normalise(manifest: Any) -> dict[str, str] | None:
     if not isinstance(manifest, dict):
         return None
     out = {}
@@ -35,6 +45,38 @@ def manifest_of(keys: Any) -> dict[str, str] | None:
             leaf = f"{leaf.kind}:{leaf.digest}"
         out[str(name)] = str(leaf)
     return out
+
+
+def stored_manifest(backend: Any, codec: Any, entry_key: str) -> dict[str, str] | None:
+    """The manifest keys v2 records once per code version (``pmm:<format>:<ns>:<fn>:<fp>``)."""
+    parts = entry_key.split(":")
+    if len(parts) < 6:
+        return None
+    key = "pmm:" + ":".join(parts[1:5])
+    try:
+        raw = backend.get(key)
+        if not isinstance(raw, (bytes, bytearray)):
+            return None
+        record = codec.decode(bytes(raw), key=key).value
+    except Exception:
+        return None
+    return _normalise(record.get("dependencies") if isinstance(record, dict) else None)
+
+
+def entry_manifest(meta: dict[str, Any], backend: Any, codec: Any, key: str,
+                   memo: dict[str, dict[str, str] | None] | None = None
+                   ) -> dict[str, str] | None:
+    """An entry's manifest: from its meta, else the store's record for its code version."""
+    deps = _normalise(meta.get("deps"))
+    if deps is not None:
+        return deps
+    version = ":".join(key.split(":")[:5])
+    if memo is not None and version in memo:
+        return memo[version]
+    found = stored_manifest(backend, codec, key)
+    if memo is not None:
+        memo[version] = found
+    return found
 
 
 def encode_meta(args: dict[str, str], deps: dict[str, str] | None) -> bytes:
@@ -153,14 +195,16 @@ def explain_call(memo: _MemoizedBase[Any, Any], args: tuple[Any, ...],
     stored = [k for k in entry_keys(backend, "pm:")
               if k.split(":")[3:4] == [key.split(":")[3]]]
     nearest = []
+    manifests: dict[str, dict[str, str] | None] = {}
     for e in read_entries(backend, stored):
         meta = decode_meta(e.meta)
+        theirs_deps = entry_manifest(meta, backend, engine.codec, e.key, manifests)
         theirs = meta.get("args", {})
         differing = tuple(n for n in sorted(mine.keys() | theirs.keys())
                           if mine.get(n) != theirs.get(n)) if theirs else ("?",)
         nearest.append(Nearest(e.key, e.parts.namespace, e.parts.version, e.created, differing,
                                e.parts.version != keys.fingerprint,
-                               tuple(diff_manifests(meta.get("deps"), deps))))
+                               tuple(diff_manifests(theirs_deps, deps))))
     rank = {n.key: (len(n.arguments), n.code_changed, n.namespace != keys.namespace, -n.created)
             for n in nearest}
     nearest.sort(key=lambda n: rank[n.key])

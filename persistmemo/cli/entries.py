@@ -50,16 +50,18 @@ def _entries(backend: Any, args: argparse.Namespace, every_format: bool = False
     return found
 
 
-def _entry_json(e: StoredEntry, ttl: float | None) -> dict[str, Any]:
-    from persistmemo._explain import decode_meta
+def _entry_json(e: StoredEntry, ttl: float | None, backend: Any = None) -> dict[str, Any]:
+    from persistmemo._explain import decode_meta, entry_manifest
+    from persistmemo.codec import Codec
 
     meta = decode_meta(e.meta)
+    deps = entry_manifest(meta, backend, Codec(), e.key) if backend is not None else None
     return {"key": e.key, "namespace": e.parts.namespace, "function": e.parts.function,
             "version": e.parts.version, "key_format": e.parts.format, "size": e.size,
             "created": iso(e.created), "created_unix": e.created or None,
             "duration_s": e.duration, "ttl_left_s": ttl, "codec": e.codec,
             "readable": e.readable, "arguments": meta.get("args", {}),
-            "dependencies": meta.get("deps")}
+            "dependencies": deps if backend is not None else meta.get("deps")}
 
 
 def _header(loc: Location, backend: Any) -> str:
@@ -116,7 +118,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     found = list(read_entries(backend, [key]))
     if not found:
         raise CliError(f"no entry under {key}", DECLINED)
-    data = _entry_json(found[0], ttl_left(backend, [key])[key])
+    data = _entry_json(found[0], ttl_left(backend, [key])[key], backend)
     if args.json:
         emit_json(data)
         return OK

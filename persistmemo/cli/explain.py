@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from persistmemo._explain import decode_meta, diff_manifests
+from persistmemo._explain import decode_meta, diff_manifests, entry_manifest
 from persistmemo._inspect import StoredEntry, entry_keys, read_entries, split_key
 from persistmemo.cli._common import (
     OK,
@@ -24,15 +24,20 @@ from persistmemo.cli._common import (
 __all__ = ["register"]
 
 
-def _versions(found: list[StoredEntry]) -> list[dict[str, Any]]:
+def _codec() -> Any:
+    from persistmemo.codec import Codec
+
+    return Codec()
+
+
+def _versions(found: list[StoredEntry], backend: Any) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], list[StoredEntry]] = {}
     for e in found:
         groups.setdefault((e.parts.namespace, e.parts.format, e.parts.version), []).append(e)
     out: list[dict[str, Any]] = []
     for (ns, fmt, version), entries in groups.items():
         newest = max(entries, key=lambda e: e.created)
-        deps = next((decode_meta(e.meta).get("deps") for e in entries
-                     if decode_meta(e.meta).get("deps") is not None), None)
+        deps = entry_manifest(decode_meta(newest.meta), backend, _codec(), newest.key)
         params = sorted({n for e in entries for n in decode_meta(e.meta).get("args", {})})
         out.append({"namespace": ns, "key_format": fmt, "version": version,
                     "entries": len(entries), "bytes": sum(e.size for e in entries),
@@ -68,7 +73,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         keys = [k for k in keys if split_key(k).namespace == args.namespace]  # type: ignore[union-attr]
     func = resolve_function(args.function, {split_key(k).function for k in keys})  # type: ignore[union-attr]
     found = list(read_entries(backend, [k for k in keys if split_key(k).function == func]))  # type: ignore[union-attr]
-    versions = _versions(found)
+    versions = _versions(found, backend)
     if args.json:
         for v in versions:
             v["first"], v["last"] = iso(v["first"]), iso(v["last"])
