@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from persistmemo.backends.disk import DiskBackend
+from persistmemo.keys import KEY_FORMAT
 
 BIN = Path(sys.executable).parent / "persistmemo"
 
@@ -106,7 +107,7 @@ def test_ls_json_fields_and_function_filter(project: Path) -> None:
     e = data["entries"][0]
     assert e["function"] == "job.square" and e["namespace"] == "default"
     assert set(e["arguments"]) == {"x"} and e["ttl_left_s"] is None and e["size"] > 0
-    assert e["key"].startswith("pm:1:default:job.square:")
+    assert e["key"].startswith(f"pm:{KEY_FORMAT}:default:job.square:")
 
 
 def test_global_options_before_or_after_the_subcommand(project: Path) -> None:
@@ -222,6 +223,13 @@ def test_explain_lists_code_versions_and_changes(tmp_path: Path) -> None:
 def test_maintain_on_a_directory_cache(project: Path) -> None:
     """maintain checks the directory cache and reports ok."""
     assert "ok: checked" in pm("maintain", cwd=project).stdout
+
+
+def test_bad_url_is_a_clean_error(tmp_path: Path) -> None:
+    """An unknown scheme prints an error and exits 2 (no traceback)."""
+    res = pm("--url", "ftp://nowhere", "stats", cwd=tmp_path, ok=False)
+    assert res.returncode == 2 and "unknown cache URL scheme" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_memory_location_is_refused_clearly(tmp_path: Path) -> None:

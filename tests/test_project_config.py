@@ -92,7 +92,7 @@ def test_default_cache_follows_project_file(project: Path) -> None:
     cache = persistmemo.default_cache()
     assert cache.namespace == "demo" and cache.ttl == 60.0
     assert (project / ".cache" / "pm").is_dir()
-    assert triple.cache_key(2).startswith("pm:1:demo:")
+    assert triple.cache_key(2).split(":")[2] == "demo"
 
 
 def test_explicit_argument_beats_everything(project: Path, tmp_path: Path) -> None:
