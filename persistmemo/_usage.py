@@ -80,7 +80,7 @@ def charge(seconds: float) -> None:
 
 
 # -- the buffer and its flushes -------------------------------------------------------------
-def _stat_key(namespace: str, function: str) -> str:
+def stat_key(namespace: str, function: str) -> str:
     from persistmemo.keys import _escape
 
     return f"{PREFIX}{_escape(namespace)}:{_escape(function)}"
@@ -144,7 +144,7 @@ class Recorder:
         try:
             if not cache.available():
                 raise ConnectionError("store in its back-off window")
-            _write(cache.backend, {_stat_key(*who): row for who, row in pending.items()})
+            _write(cache.backend, {stat_key(*who): row for who, row in pending.items()})
         except Exception as exc:  # statistics must never break or slow down a call
             import logging
 

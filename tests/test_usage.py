@@ -213,3 +213,19 @@ def test_stats_colour_on_a_terminal_only(tmp_path: Path) -> None:
     piped = subprocess.run([str(BIN), "--url", url, "stats"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
     assert "worker.work" in piped.stdout and "\033[" not in piped.stdout
+
+
+def test_stats_reset_forgets_calls_but_keeps_entries(tmp_path: Path) -> None:
+    """stats --reset --yes deletes the recorded calls, not the entries."""
+    url = str(tmp_path / "c")
+    run_workers(tmp_path, url, [0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
+    ns = tmp_path.name[-60:]
+    res = subprocess.run([str(BIN), "--url", url, "--namespace", ns, "stats", "--reset"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1  # not confirmed without a terminal
+    res = subprocess.run([str(BIN), "--url", url, "--namespace", ns, "stats", "--reset", "-y"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "reset the statistics of 1" in res.stdout
+    (row,) = stats_json(url, tmp_path)["functions"]
+    assert (row["hits"], row["misses"], row["entries"]) == (0, 0, 10)

@@ -10,7 +10,9 @@ from typing import Any
 from persistmemo._inspect import entry_keys, sizes, split_key
 from persistmemo._usage import read_usage
 from persistmemo.cli._common import (
+    DECLINED,
     OK,
+    confirm,
     emit_json,
     human_duration,
     human_size,
@@ -66,10 +68,26 @@ def _bar(value: float, top: float, color: bool) -> str:
     return paint(full * n, "32", color) if n else ""
 
 
+def _reset(backend: Any, args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    from persistmemo._usage import stat_key
+
+    keys = [stat_key(r["namespace"], r["function"]) for r in rows if r["hits"] + r["misses"]]
+    if not keys:
+        print("no recorded calls to reset")
+        return OK
+    if not confirm(f"Reset the recorded calls of {len(keys)} function(s)?", args.yes):
+        return DECLINED
+    deleted = sum(bool(backend.delete(k)) for k in keys)
+    print(f"reset the statistics of {deleted} function(s) (entries are kept)")
+    return OK
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     loc = resolve_location(args)
     backend = open_store(loc)
     rows = _collect(backend, args)
+    if args.reset:
+        return _reset(backend, args, rows)
     total = {k: sum(r[k] for r in rows)
              for k in ("entries", "bytes", "hits", "misses", "compute_s", "saved_s")}
     if args.json:
@@ -101,4 +119,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     stats = sub.add_parser("stats", parents=[common],
                            help="entries, hits, compute time and time saved per function")
     stats.add_argument("--function", help="module.qualname, or an unambiguous suffix (fib)")
+    stats.add_argument("--reset", action="store_true",
+                       help="forget the recorded calls (of --function / --namespace)")
+    stats.add_argument("--yes", "-y", action="store_true", help="with --reset: do not ask")
     stats.set_defaults(run=_cmd_stats)
