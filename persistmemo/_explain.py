@@ -10,106 +10,11 @@ namespaces, other key formats, an expired entry, or nothing at all.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from persistmemo._decorator import _MemoizedBase
-
-__all__ = ["Explanation", "Nearest", "Reason", "decode_meta", "encode_meta", "explain_call"]
+__all__ = ["Explanation", "Nearest", "Reason", "explain_call"]
 
 _MAX_NEAREST = 3
-
-
-def manifest_of(keys: Any) -> dict[str, str] | None:
-    """The code dependency manifest of a key builder, as ``name -> "kind:digest"`` (or None).
-
-    Reads ``keys.manifest`` if set, else ``keys.dependencies()`` (keys v2).
-    """
-    manifest = getattr(keys, "manifest", None)
-    if manifest is None and callable(getattr(keys, "dependencies", None)):
-        try:
-            manifest = keys.dependencies()
-        except Exception:
-            manifest = None
-    return _normalise(manifest)
-
-
-def _normalise(manifest: Any) -> dict[str, str] | None:
-    if not isinstance(manifest, dict):
-        return None
-    out = {}
-    for name, leaf in manifest.items():
-        if isinstance(leaf, (tuple, list)):
-            leaf = ":".join(str(x) for x in leaf)
-        elif hasattr(leaf, "kind") and hasattr(leaf, "digest"):
-            leaf = f"{leaf.kind}:{leaf.digest}"
-        out[str(name)] = str(leaf)
-    return out
-
-
-def stored_manifest(backend: Any, codec: Any, entry_key: str) -> dict[str, str] | None:
-    """The manifest keys v2 records once per code version (``pmm:<format>:<ns>:<fn>:<fp>``)."""
-    parts = entry_key.split(":")
-    if len(parts) < 6:
-        return None
-    key = "pmm:" + ":".join(parts[1:5])
-    try:
-        raw = backend.get(key)
-        if not isinstance(raw, (bytes, bytearray)):
-            return None
-        record = codec.decode(bytes(raw), key=key).value
-    except Exception:
-        return None
-    return _normalise(record.get("dependencies") if isinstance(record, dict) else None)
-
-
-def entry_manifest(meta: dict[str, Any], backend: Any, codec: Any, key: str,
-                   memo: dict[str, dict[str, str] | None] | None = None
-                   ) -> dict[str, str] | None:
-    """An entry's manifest: from its meta, else the store's record for its code version."""
-    deps = _normalise(meta.get("deps"))
-    if deps is not None:
-        return deps
-    version = ":".join(key.split(":")[:5])
-    if memo is not None and version in memo:
-        return memo[version]
-    found = stored_manifest(backend, codec, key)
-    if memo is not None:
-        memo[version] = found
-    return found
-
-
-def encode_meta(args: dict[str, str], deps: dict[str, str] | None) -> bytes:
-    """The meta stored with an entry: argument digests and the dependency manifest."""
-    import msgpack
-
-    data: dict[str, Any] = {"args": args}
-    if deps is not None:
-        data["deps"] = deps
-    return bytes(msgpack.packb(data))
-
-
-def decode_meta(meta: bytes) -> dict[str, Any]:
-    """Read :func:`encode_meta`'s output; anything else gives ``{}``."""
-    if not meta:
-        return {}
-    import msgpack
-
-    try:
-        data = msgpack.unpackb(meta)
-    except Exception:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def diff_manifests(old: dict[str, str] | None, new: dict[str, str] | None) -> list[str]:
-    """Names whose leaf differs: ``changed x``, ``added y``, ``removed z``."""
-    if old is None or new is None:
-        return []
-    out = [f"changed {n}" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
-    out += [f"added {n}" for n in sorted(new.keys() - old.keys())]
-    out += [f"removed {n}" for n in sorted(old.keys() - new.keys())]
-    return out
 
 
 class Reason(NamedTuple):
@@ -166,27 +71,36 @@ class Explanation(NamedTuple):
         return "\n".join(lines)
 
 
-def _call_digests(memo: _MemoizedBase[Any, Any], args: Any, kwargs: Any) -> dict[str, str]:
+def _call_digests(memo: Any, args: Any, kwargs: Any) -> dict[str, str]:
     try:
-        return memo.keys.describe(args, kwargs)
+        digests: dict[str, str] = memo.keys.describe(args, kwargs)
+        return digests
     except Exception:  # e.g. key= handles arguments that have no canonical encoding
         return {}
 
 
-def explain_call(memo: _MemoizedBase[Any, Any], args: tuple[Any, ...],
+def explain_call(memo: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Explanation:
     """Explain whether ``memo(*args, **kwargs)`` would hit, and if not, why."""
-    from persistmemo._inspect import entry_keys, read_entries
+    from persistmemo._inspect import (
+        decode_meta,
+        diff_manifests,
+        entry_keys,
+        entry_manifest,
+        manifest_of,
+        read_entries,
+    )
     from persistmemo.backends.base import MISSING
     from persistmemo.errors import DecodeError
 
     engine = memo.engine
-    keys, backend = memo.keys, engine.cache.backend
+    # (a tiered store: its shared tier holds every worker's entries; the local one may lag)
+    keys, backend = memo.keys, getattr(engine.backend, "shared", engine.backend)
     key = keys(args, kwargs)
     raw = backend.get(key)
     if raw is not MISSING:
         try:
-            entry = engine.codec.decode(raw, key=key)  # type: ignore[arg-type]
+            entry = engine.codec.decode(raw, key=key)
         except DecodeError as exc:
             return Explanation(keys.identity, key, False, (Reason("unreadable", str(exc)),), ())
         return Explanation(keys.identity, key, True, (), (), entry.created, entry.duration)
@@ -222,12 +136,12 @@ def _expired(backend: Any, key: str) -> float | None:
     return float(row[0]) if row and row[0] is not None and row[0] <= time.time() else None
 
 
-def _reasons(memo: _MemoizedBase[Any, Any], key: str, nearest: tuple[Nearest, ...],
+def _reasons(memo: Any, key: str, nearest: tuple[Nearest, ...],
              any_stored: bool) -> tuple[Reason, ...]:
     from persistmemo.keys import KEY_FORMAT
 
     keys = memo.keys
-    expired = _expired(memo.engine.cache.backend, key)
+    expired = _expired(getattr(memo.engine.backend, "shared", memo.engine.backend), key)
     if expired is not None:
         return (Reason("expired", f"this call's entry expired at {time.ctime(expired)} "
                                   f"(ttl)"),)

@@ -1,4 +1,5 @@
-"""Reading stored entries (CLI, explain): headers, sizes, TTLs, without decoding any payload."""
+"""Reading stored entries (CLI, explain): headers, sizes, TTLs, without decoding any payload;
+and the meta every entry records for ``explain`` (argument digests, dependency manifest)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["KeyParts", "StoredEntry", "entry_keys", "read_entries", "sizes", "split_key",
-           "ttl_left"]
+__all__ = ["KeyParts", "StoredEntry", "decode_meta", "diff_manifests", "encode_meta",
+           "entry_keys", "entry_manifest", "manifest_of", "read_entries", "sizes", "split_key",
+           "stored_manifest", "ttl_left"]
 
 
 _BATCH = 500
@@ -120,4 +122,97 @@ def sizes(backend: Any, keys: Sequence[str]) -> dict[str, int]:
         else:
             out.update((k, len(v)) for k, v in zip(part, backend.get_many(part))
                        if isinstance(v, bytes))
+    return out
+
+
+# -- what entries record for explain ------------------------------------------------------
+def manifest_of(keys: Any) -> dict[str, str] | None:
+    """The code dependency manifest of a key builder, as ``name -> "kind:digest"`` (or None).
+
+    Reads ``keys.manifest`` if set, else ``keys.dependencies()`` (keys v2).
+    """
+    manifest = getattr(keys, "manifest", None)
+    if manifest is None and callable(getattr(keys, "dependencies", None)):
+        try:
+            manifest = keys.dependencies()
+        except Exception:
+            manifest = None
+    return _normalise(manifest)
+
+
+def _normalise(manifest: Any) -> dict[str, str] | None:
+    if not isinstance(manifest, dict):
+        return None
+    out = {}
+    for name, leaf in manifest.items():
+        if isinstance(leaf, (tuple, list)):
+            leaf = ":".join(str(x) for x in leaf)
+        elif hasattr(leaf, "kind") and hasattr(leaf, "digest"):
+            leaf = f"{leaf.kind}:{leaf.digest}"
+        out[str(name)] = str(leaf)
+    return out
+
+
+def stored_manifest(backend: Any, codec: Any, entry_key: str) -> dict[str, str] | None:
+    """The manifest keys v2 records once per code version (``pmm:<format>:<ns>:<fn>:<fp>``)."""
+    parts = entry_key.split(":")
+    if len(parts) < 6:
+        return None
+    key = "pmm:" + ":".join(parts[1:5])
+    try:
+        raw = backend.get(key)
+        if not isinstance(raw, (bytes, bytearray)):
+            return None
+        record = codec.decode(bytes(raw), key=key).value
+    except Exception:
+        return None
+    return _normalise(record.get("dependencies") if isinstance(record, dict) else None)
+
+
+def entry_manifest(meta: dict[str, Any], backend: Any, codec: Any, key: str,
+                   memo: dict[str, dict[str, str] | None] | None = None
+                   ) -> dict[str, str] | None:
+    """An entry's manifest: from its meta, else the store's record for its code version."""
+    deps = _normalise(meta.get("deps"))
+    if deps is not None:
+        return deps
+    version = ":".join(key.split(":")[:5])
+    if memo is not None and version in memo:
+        return memo[version]
+    found = stored_manifest(backend, codec, key)
+    if memo is not None:
+        memo[version] = found
+    return found
+
+
+def encode_meta(args: dict[str, str], deps: dict[str, str] | None) -> bytes:
+    """The meta stored with an entry: argument digests and the dependency manifest."""
+    import msgpack
+
+    data: dict[str, Any] = {"args": args}
+    if deps is not None:
+        data["deps"] = deps
+    return bytes(msgpack.packb(data))
+
+
+def decode_meta(meta: bytes) -> dict[str, Any]:
+    """Read :func:`encode_meta`'s output; anything else gives ``{}``."""
+    if not meta:
+        return {}
+    import msgpack
+
+    try:
+        data = msgpack.unpackb(meta)
+    except Exception:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def diff_manifests(old: dict[str, str] | None, new: dict[str, str] | None) -> list[str]:
+    """Names whose leaf differs: ``changed x``, ``added y``, ``removed z``."""
+    if old is None or new is None:
+        return []
+    out = [f"changed {n}" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
+    out += [f"added {n}" for n in sorted(new.keys() - old.keys())]
+    out += [f"removed {n}" for n in sorted(old.keys() - new.keys())]
     return out

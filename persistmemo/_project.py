@@ -18,24 +18,32 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from persistmemo.errors import ConfigurationError
 
-__all__ = ["OPTIONS", "ProjectFile", "Settings", "find_project_file", "load_settings"]
+__all__ = ["OPTIONS", "ProjectFile", "Settings", "cache_arguments", "default_directory",
+           "find_project_file", "load_settings", "signature"]
+
+
+def default_directory() -> Path:
+    """Return ``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "persistmemo"
 
 
 def _duration(value: Any, name: str) -> float | None:
-    from persistmemo.config import seconds
-
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("", "none", "null", "forever"):
             return None
         value = _number(text, name)
-    return seconds(value, name)
+    seconds = _number(value, name)
+    if seconds < 0 or seconds != seconds:
+        raise ConfigurationError(f"{name} must be >= 0 seconds, got {value!r}")
+    return seconds
 
 
 def _number(value: Any, name: str) -> float:
@@ -79,6 +87,8 @@ OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "namespace": _text,
     "ttl": _duration,
     "local": _text,
+    "local_max_bytes": _integer,
+    "local_ttl": _duration,
     "serializer": _text,
     "lock": _boolean,
     "lock_ttl": _duration,
@@ -200,8 +210,6 @@ def load_settings(environ: Mapping[str, str] | None = None,
             values[name] = _parse(name, raw, var)
             sources[name] = f"env {var}"
     if "url" not in values:
-        from persistmemo.config import default_directory
-
         values["url"] = str(default_directory())
         sources["url"] = "default"
     return Settings(values, sources, project)
@@ -228,25 +236,20 @@ _DISK_ONLY = ("size_limit", "busy_timeout")
 _REDIS_ONLY = ("socket_timeout", "connect_timeout")
 
 
-def cache_arguments(settings: Settings) -> dict[str, Any]:
+def cache_arguments(settings: Settings, accepted: Collection[str]) -> dict[str, Any]:
     """Turn settings into ``Cache(location, **options)`` arguments (``location`` included).
 
-    Store options that do not apply to the chosen store (``size_limit`` with a Redis URL) are
-    left out rather than refused: one project file may serve a directory and, through
-    ``PERSISTMEMO_URL``, a Redis.
+    ``accepted``: the option names the cache class takes. Store options that do not apply to
+    the chosen store (``size_limit`` with a Redis URL) are left out rather than refused: one
+    project file may serve a directory and, through ``PERSISTMEMO_URL``, a Redis.
     """
-    import inspect
-
-    from persistmemo._cache import Cache
-
     values = dict(settings.values)
     url = values.pop("url")
     is_redis = "://" in url and not url.lower().startswith(("file:", "memory:"))
     for name in _DISK_ONLY if is_redis else _REDIS_ONLY:
         values.pop(name, None)
-    accepted = inspect.signature(Cache).parameters
     for name in list(values):
-        if name not in accepted and name not in _DISK_ONLY + _REDIS_ONLY:
+        if name not in accepted and "*" not in accepted:
             raise ConfigurationError(
                 f"{settings.sources.get(name, name)}: option {name!r} is not supported by this "
                 f"version of persistmemo")

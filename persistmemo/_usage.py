@@ -32,7 +32,6 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from persistmemo._cache import Cache
     from persistmemo.backends.base import Backend
 
 __all__ = ["PREFIX", "FunctionUsage", "Recorder", "read_usage"]
@@ -94,7 +93,8 @@ class Recorder:
     exactly that, so increments made meanwhile stay for the next flush.
     """
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Any) -> None:
+        """``cache``: the store side of a cache (``.available()``, ``.backend``)."""
         self._cache = cache
         self._lock = threading.Lock()
         self._rows: dict[tuple[str, str], list[float]] = {}
@@ -214,7 +214,14 @@ def register_worker_exit() -> None:
 
 
 # -- the store side -------------------------------------------------------------------------
+def _shared(backend: Any) -> Any:
+    """The tier the statistics live in: a tiered store's shared one (never the local tier,
+    whose reads may be stale: a read-add-write there would lose other workers' updates)."""
+    return getattr(backend, "shared", backend)
+
+
 def _write(backend: Backend, rows: dict[str, list[float]]) -> None:
+    backend = _shared(backend)
     name = getattr(backend, "name", "")
     if name in ("redis", "redis-cluster") and hasattr(backend, "_sync"):
         with backend._guard:  # type: ignore[attr-defined]
@@ -268,6 +275,7 @@ def read_usage(backend: Backend, namespace: str | None = None) -> Iterator[Funct
     from persistmemo.keys import _escape
 
     prefix = PREFIX + (f"{_escape(namespace)}:" if namespace else "")
+    backend = _shared(backend)
     keys = sorted(backend.keys(prefix))
     name = getattr(backend, "name", "")
     if name in ("redis", "redis-cluster") and hasattr(backend, "_sync"):

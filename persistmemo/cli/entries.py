@@ -51,7 +51,7 @@ def _entries(backend: Any, args: argparse.Namespace, every_format: bool = False
 
 
 def _entry_json(e: StoredEntry, ttl: float | None, backend: Any = None) -> dict[str, Any]:
-    from persistmemo._explain import decode_meta, entry_manifest
+    from persistmemo._inspect import decode_meta, entry_manifest
     from persistmemo.codec import Codec
 
     meta = decode_meta(e.meta)

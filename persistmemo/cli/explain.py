@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from persistmemo._explain import decode_meta, diff_manifests, entry_manifest
-from persistmemo._inspect import StoredEntry, entry_keys, read_entries, split_key
+from persistmemo._inspect import (
+    StoredEntry,
+    decode_meta,
+    diff_manifests,
+    entry_keys,
+    entry_manifest,
+    read_entries,
+    split_key,
+)
 from persistmemo.cli._common import (
     OK,
     emit_json,
