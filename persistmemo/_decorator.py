@@ -96,7 +96,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         if public is not None:  # the function handed out carries `keys` too
             public.keys = self.keys
 
-    def current(self) -> Engine:
+    def _current(self) -> Engine:
         """The engine, (re)built on first use or after the default cache was replaced."""
         from persistmemo import _store
 
@@ -128,11 +128,11 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
     @property
     def engine(self) -> Engine:
         """The get-or-compute engine (built on first use)."""
-        return self.current()
+        return self._current()
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the key under which ``f(*args, **kwargs)`` is stored."""
-        self.current()  # the default cache's namespace comes from the configuration
+        self._current()  # the default cache's namespace comes from the configuration
         return self.keys(args, kwargs)
 
     def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
@@ -166,7 +166,10 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return _Bound(self, obj)
+        entry = self.__dict__.get("_entry")
+        if entry is None:
+            entry = self.__dict__["_entry"] = self.entry()
+        return _Bound(entry, obj)
 
     def __repr__(self) -> str:
         return f"<memoized {self.keys.identity}>"
@@ -227,22 +230,19 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         map = async_driver(Engine.map)
 
 
-class _Bound:
-    """A memoized function bound to an instance (``obj.method``)."""
+class _Bound(functools.partial):  # type: ignore[type-arg]
+    """A memoized method bound to an instance (``obj.method``).
 
-    __slots__ = ("_m", "_obj")
-
-    def __init__(self, memoized: _MemoizedBase[Any, Any], obj: Any) -> None:
-        self._m = memoized
-        self._obj = obj
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._m(self._obj, *args, **kwargs)  # type: ignore[operator]
+    A ``functools.partial`` of the driver function: calling it costs no Python frame of its own
+    (deep recursion through methods), and ``inspect.iscoroutinefunction`` sees through it. The
+    helpers that take call arguments (``cache_key``, ``invalidate``, ...) are bound to the
+    instance too.
+    """
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._m, name)
+        attr = getattr(self.func, name)
         if name in ("cache_key", "explain_key", "explain", "invalidate", "refresh"):
-            return functools.partial(attr, self._obj)
+            return functools.partial(attr, *self.args)
         return attr
 
 

@@ -60,19 +60,9 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
         if _switch.depth or engine.disabled:
             return _straight(protocol, engine, args, kwargs)
         if protocol is _CALL and not engine.breaker.down_until:
-            # The hit path, unrolled: the lookup step of Engine.call done here, no generator.
-            key = engine.key(args, kwargs)
-            if key is not None:
-                failed = None
-                try:
-                    value = engine.hit(engine.backend.get(key), key)
-                except BackendError as exc:
-                    failed, value = exc, MISSING
-                if value is not MISSING:
-                    return value
-                steps = engine.miss(key, args, kwargs, failed)
-            else:
-                steps = protocol(engine, args, kwargs)
+            value, steps = _lookup(engine, args, kwargs)
+            if steps is None:
+                return value
         else:
             steps = protocol(engine, args, kwargs)
         result: Any = None
@@ -99,6 +89,24 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
                 error = exc
 
     return drive
+
+
+def _lookup(engine: Engine, args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[Any, Steps | None]:
+    """The hit path of ``Engine.call``, unrolled (no generator): (value, None) on a hit, else
+    (MISSING, the steps that follow the lookup). It returns before the function runs, so it
+    adds no frame to a recursion."""
+    key = engine.key(args, kwargs)
+    if key is None:
+        return MISSING, engine.call(args, kwargs)
+    failed = None
+    try:
+        value = engine.hit(engine.backend.get(key), key)
+    except BackendError as exc:
+        failed, value = exc, MISSING
+    if value is not MISSING:
+        return value, None
+    return MISSING, engine.miss(key, args, kwargs, failed)
 
 
 def async_driver(protocol: Protocol, memo: Any = None

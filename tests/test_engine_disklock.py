@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_fallback_to_the_sqlite_lease(tmp_path: Path, monkeypatch: pytest.Monkey
     """Where the kernel lock is unavailable the disk store uses its lease rows."""
     backend = DiskBackend(tmp_path / "c")
     backend.cache  # noqa: B018
-    monkeypatch.setitem(_flock._supported, str(backend.directory / _flock.LOCK_FILE), False)
+    monkeypatch.setitem(_flock._paths, backend.directory, None)
     assert isinstance(backend.lock("k", ttl=5), DiskLock)
     cache = Cache(backend)
 
@@ -76,3 +77,41 @@ def test_fallback_to_the_sqlite_lease(tmp_path: Path, monkeypatch: pytest.Monkey
         return x + 1
 
     assert f(1) == 2 and f(1) == 2 and f.cache_info().hits == 1
+
+
+def test_keys_sharing_a_slot_never_wait_for_each_other(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every key in one slot, a recursion (nested holds) still completes at once."""
+    monkeypatch.setattr(_flock, "SLOTS", 1)
+    cache = Cache(tmp_path / "c", lock_wait=30)
+
+    @cache.memoize
+    def depth(n: int) -> int:
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    t0 = time.monotonic()
+    assert depth(50) == 50
+    assert time.monotonic() - t0 < 10
+    assert depth.cache_info().lock_waits == 0
+
+
+def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path: Path) -> None:
+    """A child forked while a lock is held does not hold it once the parent releases."""
+    import os
+
+    backend = DiskBackend(tmp_path / "c")
+    lock = backend.lock("pm:fork", ttl=30)
+    assert lock.acquire()
+    with warnings.catch_warnings():  # 3.12+ warns about fork() with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: outlive the parent's release
+        time.sleep(3)
+        os._exit(0)
+    try:
+        assert lock.release() is True
+        other = backend.lock("pm:fork", ttl=30)
+        assert other.acquire() is True and other.release() is True
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

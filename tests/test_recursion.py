@@ -97,3 +97,22 @@ def test_two_frames_per_level_on_miss_and_hit_paths() -> None:
     leaf(2)
     outer(2)  # outer misses, leaf hits: the hit path never enters the body again
     assert len(seen) == 2
+
+
+class _Walker:
+    """Objects whose memoized method recurses (self ignored in the key)."""
+
+    @Cache("memory://").memoize(ignore=["self"])
+    def depth(self, n: int) -> int:
+        return 0 if n == 0 else 1 + self.depth(n - 1)
+
+
+def test_memoized_method_recursion_is_deep_too() -> None:
+    """A memoized method recursing through self goes at least a quarter as deep as plain code."""
+
+    def plain(n: int) -> int:
+        return 0 if n == 0 else 1 + plain(n - 1)
+
+    depth = int(_max_depth(plain) / 4)
+    assert _Walker().depth(depth) == depth
+    assert _Walker().depth.invalidate(depth) is True  # bound helpers still take the instance

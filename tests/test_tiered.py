@@ -165,3 +165,38 @@ def test_bad_local_options_are_clear_errors() -> None:
         Cache("memory://", local="memory", local_max_bytes=0)
     with pytest.raises(ConfigurationError, match="local_ttl"):
         Cache("memory://", local="memory", local_ttl=0)
+
+
+def test_async_functions_use_both_tiers(fresh_redis: RedisServer) -> None:
+    """Async memoized functions read the memory tier inline and Redis on a local miss."""
+    import asyncio
+
+    runs: list[int] = []
+
+    def make(cache: Cache) -> Any:
+        @cache.memoize
+        async def f(x: int) -> int:
+            runs.append(x)
+            return x * 2
+
+        return f
+
+    w = make(Cache(fresh_redis.url))
+    r = make(Cache(fresh_redis.url, local="memory"))
+
+    async def scenario() -> list[int]:
+        return [await w(3), await r(3), await r(3), *(await r.map([3, 4]))]
+
+    assert asyncio.run(scenario()) == [6, 6, 6, 6, 8]
+    assert runs == [3, 4] and r.cache_info().hits == 3
+
+
+def test_promoted_disk_entry_keeps_its_ttl(tmp_path: Path) -> None:
+    """A copy promoted from a shared disk store expires with the entry, not after local_ttl."""
+    a = Cache(tmp_path / "shared")
+    b = Cache(tmp_path / "shared", local="memory", local_ttl=60)
+    fa, _ = _counted(a, ttl=0.5)
+    fb, calls_b = _counted(b, ttl=0.5)
+    assert fa(7) == 49 and fb(7) == 49 and calls_b == []
+    time.sleep(0.6)
+    assert fb(7) == 49 and calls_b == [7]

@@ -320,8 +320,10 @@ class DiskBackend(BaseBackend):
         from persistmemo.backends._flock import kernel_lock  # the lease row is the fallback
 
         self.cache  # noqa: B018 (open first: the directory must exist to pick the lock kind)
-        return (kernel_lock(self.directory, key, ttl)
-                or DiskLock(self, _LOCK_PREFIX + key, os.urandom(16).hex(), ttl))
+        def lease() -> DiskLock:
+            return DiskLock(self, _LOCK_PREFIX + key, os.urandom(16).hex(), ttl)
+
+        return kernel_lock(self.directory, key, ttl, lease) or lease()
 
     def maintain(self) -> list[str]:
         """Check the database and remove orphaned value files; return the warnings found."""

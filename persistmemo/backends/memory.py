@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Missing
 
@@ -115,6 +115,16 @@ class MemoryBackend(BaseBackend):
         for k in found:
             if not k.startswith(_LOCK) and self.get(k) is not MISSING:
                 yield k
+
+    # In-process: nothing to wait for, so the async twins run inline (no worker thread).
+    async def aget(self, key: str) -> bytes | Missing:
+        return self.get(key)
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | Missing]:
+        return self.get_many(keys)
+
+    async def aset(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self.set(key, value, ttl=ttl)
 
     def lock(self, key: str, *, ttl: float) -> MemoryLock:
         import secrets

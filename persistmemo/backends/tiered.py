@@ -19,6 +19,7 @@ leases fall back to the local tier's own, so threads/processes on this machine s
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,7 +33,12 @@ _UNKNOWN = -1.0  # remaining TTL the shared store cannot tell
 
 
 def _get_with_ttl(store: BaseBackend, key: str) -> tuple[bytes | Missing, float | None]:
-    """One read returning the value and its remaining TTL (``None``: none, -1: unknown)."""
+    """The value and its remaining TTL (``None``: none, -1: unknown), for promotion.
+
+    A store may offer ``get_with_ttl(key)`` itself (the memory store does); Redis pipelines
+    GET + PTTL (one round trip); the disk store reads diskcache's expiry. A third-party store
+    that cannot tell gets copies trusted for ``local_ttl``.
+    """
     native = getattr(store, "get_with_ttl", None)
     if native is not None:
         return native(key)  # type: ignore[no-any-return]
@@ -43,7 +49,14 @@ def _get_with_ttl(store: BaseBackend, key: str) -> tuple[bytes | Missing, float 
         if value is None:
             return MISSING, None
         return value, (None if ms is None or ms < 0 else ms / 1000)
-    return store.get(key), _UNKNOWN
+    value = store.get(key)
+    if value is not MISSING and type(store).__name__ == "DiskBackend":
+        try:  # a second indexed read, only when a shared hit is promoted
+            found, expire = store.cache.get(key, None, expire_time=True)  # type: ignore[attr-defined]
+        except Exception:  # the value itself was read fine: promote for local_ttl
+            return value, _UNKNOWN
+        return value, (None if found is None or expire is None else expire - time.time())
+    return value, _UNKNOWN
 
 
 class TieredBackend(BaseBackend):
@@ -119,6 +132,19 @@ class TieredBackend(BaseBackend):
         if isinstance(found, bytes):
             self._promote(key, found, ttl)
         return found  # type: ignore[no-any-return]
+
+    async def aget(self, key: str) -> bytes | Missing:
+        """A local hit without a thread hop; the shared store through its own async twin."""
+        inline = getattr(self.local, "stable_reads", False)  # the in-process memory tier
+        if inline and not self._local_breaker.down_until:
+            try:
+                value = self.local.get(key)  # in-process memory: no I/O to await
+            except BackendError as exc:
+                self._local_breaker.failed(exc)
+            else:
+                if value is not MISSING:
+                    return value
+        return await super().aget(key)  # (a local disk tier and promotion run in a thread)
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | Missing]:
         found: list[bytes | Missing] = self._try(self._local_breaker, [MISSING] * len(keys),

@@ -58,6 +58,12 @@ def without_cache() -> int:
     return add(1)
 
 
+tiered = Cache("memory://", local="memory", local_max_bytes=1 << 20, local_ttl=30)
+
+
 async def uses_async() -> None:
     body: bytes = await fetch("u")
-    del body
+    bodies: list[bytes] = await fetch.map(["u", "v"])
+    again: bytes = await fetch.refresh("u")
+    ok: bool = isinstance(fetch, persistmemo.AsyncMemoized)
+    del body, bodies, again, ok
