@@ -85,7 +85,7 @@ class Engine:
         self.stats = Stats(parent=stats)
         self.flights = Flights()
         self._warned: set[str] = set()
-        self._seen: dict[str, tuple[bytes, Any, float]] = {}
+        self._seen: dict[str, tuple[bytes, Any, float, bytes]] = {}
         self._stable = bool(getattr(backend, "stable_reads", False))
         # Persisted, cross-worker statistics (batched by the recorder; see _usage).
         self.usage = usage
@@ -125,17 +125,20 @@ class Engine:
                                 self.keys.identity, exc)
             return MISSING
 
-    def meta(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """What an entry records for ``explain``: argument digests (and the dependency
-        manifest, unless the key builder records it once per code version itself)."""
+    def digests(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
+        """A digest per argument, recorded with the entry for ``explain``."""
+        try:
+            return self.keys.describe(args, kwargs)
+        except Exception:  # key= covers arguments without a canonical encoding
+            return {}
+
+    def meta(self, digests: dict[str, str], self_time: float) -> bytes:
+        """What an entry records: argument digests, self time (and the dependency manifest,
+        unless the key builder records it once per code version itself)."""
         from persistmemo._inspect import encode_meta, manifest_of
 
-        try:
-            digests = self.keys.describe(args, kwargs)
-        except Exception:  # key= covers arguments without a canonical encoding
-            digests = {}
         deps = None if hasattr(self.keys, "take_manifest") else manifest_of(self.keys)
-        return encode_meta(digests, deps)
+        return encode_meta(digests, deps, self_time)
 
     def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
@@ -173,26 +176,42 @@ class Engine:
         seen = self._seen.get(key)
         if seen is not None and seen[0] is raw:
             self.stats.hit()
-            self.used(key, seen[2])
+            self.used(key, seen[2], meta=seen[3])
             return seen[1]
         entry = self.decode_entry(raw, key)
         if entry is MISSING:
             return MISSING
         value = entry[0]
         self.stats.hit()
-        self.used(key, entry[2])  # the entry's compute time: what this hit saved
+        self.used(key, entry[2], meta=entry[3])  # what this hit saved (see used())
         if self._stable and frozen(value):
             if len(self._seen) >= _SEEN_MAX:
                 self._seen.clear()
-            self._seen[key] = (raw, value, entry[2])
+            self._seen[key] = (raw, value, entry[2], entry[3])
         return value
 
-    def used(self, key: str, saved: float | None = None, raw: Any = None) -> None:
-        """Record a reused result for the persisted statistics (and a DEBUG record)."""
+    def used(self, key: str, saved: float | None = None, raw: Any = None,
+             meta: bytes | None = None) -> None:
+        """Record a reused result for the persisted statistics (and a DEBUG record).
+
+        Time saved: at top level, the entry's compute time (all of it was avoided). Inside a
+        running computation, only the entry's self time: recomputing it would have found its
+        own memoized callees stored, and counting their time again at every level of a
+        recursion would add up overlapping subtrees (seconds "saved" by milliseconds of work).
+        """
         row = self.urow
         hits = row[0] = row[0] + 1
+        if raw is not None and meta is None:
+            peeked = self._peek(raw)
+            saved, meta = peeked if peeked is not None else (0.0, None)
         if saved is None:
-            saved = self._stored_duration(raw)
+            saved = 0.0
+        if meta and _usage._frame.get() is not None:
+            from persistmemo._inspect import decode_meta
+
+            own = decode_meta(meta).get("self")
+            if isinstance(own, float):
+                saved = min(saved, own)
         row[3] += saved
         usage = self.usage
         if not hits % 32 and usage is not None and time.monotonic() >= usage.due:
@@ -200,14 +219,15 @@ class Engine:
         if self._logger.isEnabledFor(10):
             self._debug("hit", key, saved)
 
-    def _stored_duration(self, raw: Any) -> float:
-        """The compute time recorded in an entry's header (0.0 if unreadable)."""
+    def _peek(self, raw: Any) -> tuple[float, bytes] | None:
+        """The compute time and meta recorded in an entry's header (None if unreadable)."""
         if not isinstance(raw, (bytes, bytearray, memoryview)):
-            return 0.0
+            return None
         try:
-            return float(self.codec.peek(bytes(raw)).duration)
+            info = self.codec.peek(bytes(raw))
         except Exception:
-            return 0.0
+            return None
+        return float(info.duration), info.meta
 
     def _debug(self, event: str, key: str, duration: float, size: int = -1) -> None:
         """One DEBUG record per hit / miss / store (function, key prefix, duration)."""
@@ -281,7 +301,7 @@ class Engine:
             if e is not MISSING:
                 v = e[0]
                 self.stats.hit()
-                self.used(k, e[2])
+                self.used(k, e[2], meta=e[3])
                 bar.reused()
             elif k in done:
                 v = done[k]  # the same call twice in one batch: served by the first
@@ -387,7 +407,7 @@ class Engine:
              flight: Flight | None) -> Steps:
         """Compute (under ``lock`` if held), hand the result to ``flight``, store it."""
         self.stats.count("misses")
-        meta = self.meta(args, kwargs)  # before the call: the function may mutate them
+        digests = self.digests(args, kwargs)  # before the call: the function may mutate them
         if lock is not None:
             renewer.add(lock)
         start = time.perf_counter()
@@ -400,10 +420,11 @@ class Engine:
                 renewer.discard(lock)
                 yield from self._release(lock)  # waiters take over at once, not after the lease
             raise
-        self._computed(frame, start, key)
+        duration = time.perf_counter() - start
+        meta = self.meta(digests, self._computed(frame, start, key))
         if lock is not None:
             renewer.discard(lock)
-        raw = self.encode(value, key, time.perf_counter() - start, meta)
+        raw = self.encode(value, key, duration, meta)
         if flight is not None:
             flight.raw, flight.value, flight.has_value = raw, value, True
         if raw is None or (lock is None and not self.breaker.available()):
@@ -421,7 +442,7 @@ class Engine:
                 self._debug("store", key, time.perf_counter() - stored, len(raw))
         return value
 
-    def _computed(self, frame: tuple[Any, list[float]], start: float, key: str) -> None:
+    def _computed(self, frame: tuple[Any, list[float]], start: float, key: str) -> float:
         """Record a computation's self time (nested memoized computations excluded)."""
         inclusive = time.perf_counter() - start
         self_time = _usage.leave(frame[0], frame[1], inclusive)
@@ -429,6 +450,7 @@ class Engine:
             self.usage.computed(self.urow, self_time)
         if self._logger.isEnabledFor(10):
             self._debug("miss", key, inclusive)
+        return self_time
 
     # -- whole-function operations (plain calls: no waiting, no compute) ---------------------
     def invalidate(self, key: str) -> bool:

@@ -185,11 +185,15 @@ def entry_manifest(meta: dict[str, Any], backend: Any, codec: Any, key: str,
     return found
 
 
-def encode_meta(args: dict[str, str], deps: dict[str, str] | None) -> bytes:
-    """The meta stored with an entry: argument digests and the dependency manifest."""
+def encode_meta(args: dict[str, str], deps: dict[str, str] | None,
+                self_time: float | None = None) -> bytes:
+    """The meta stored with an entry: argument digests, the dependency manifest and the
+    computation's self time (its duration minus nested memoized computations)."""
     import msgpack
 
     data: dict[str, Any] = {"args": args}
+    if self_time is not None:
+        data["self"] = float(self_time)
     if deps is not None:
         data["deps"] = deps
     return bytes(msgpack.packb(data))

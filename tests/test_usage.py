@@ -229,3 +229,23 @@ def test_stats_reset_forgets_calls_but_keeps_entries(tmp_path: Path) -> None:
     assert res.returncode == 0 and "reset the statistics of 1" in res.stdout
     (row,) = stats_json(url, tmp_path)["functions"]
     assert (row["hits"], row["misses"], row["entries"]) == (0, 0, 10)
+
+
+def test_time_saved_counts_nested_hits_by_their_own_work(tmp_path: Path) -> None:
+    """A hit inside a computation saves the entry's self time; a top-level hit all of it."""
+    cache = persistmemo.Cache(str(tmp_path / "c"))
+
+    @cache.memoize
+    def depth(n: int) -> int:
+        import time
+
+        time.sleep(0.03)
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    depth(5)  # 6 computations, no hits
+    depth(6)  # computes depth(6); depth(5) is a nested hit: ~0.03 s of its own work
+    depth(6)  # a top-level hit: all of depth(6)'s ~0.03 s (its callee was a hit)
+    cache.close()
+    (row,) = list(_usage.read_usage(cache.backend))
+    assert (row.hits, row.misses) == (2, 7)
+    assert 0.03 * 2 * 0.9 <= row.saved_s < 0.03 * 2 + 0.05  # inclusive: ~0.21 s

@@ -109,8 +109,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                  human_duration(total["saved_s"]), ""])
     print(table(["FUNCTION", "ENTRIES", "SIZE", "HITS", "MISSES", "HIT%", "COMPUTE",
                  "SAVED", "TIME SAVED"], body, right=range(1, 8), color=color))
-    print("COMPUTE: self time of the computations (nested memoized calls counted once); "
-          "SAVED: compute time of the entries reused by hits; all processes and machines")
+    print("COMPUTE: self time of the computations (nested memoized calls counted once). "
+          "SAVED: compute time the hits avoided (inside a computation, the entry's own work). "
+          "All processes and machines.")
     return OK
 
 
