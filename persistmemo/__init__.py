@@ -33,7 +33,7 @@ from persistmemo.errors import (
     PersistmemoError,
     SerializationError,
 )
-from persistmemo.keys import register_key_encoder
+from persistmemo.keys import Dependency, register_key_encoder
 
 if TYPE_CHECKING:
     from persistmemo._explain import Explanation
@@ -72,6 +72,7 @@ __all__ = [
     "CacheInfo",
     "ConfigurationError",
     "DecodeError",
+    "Dependency",
     "DiskBackend",
     "Explanation",
     "KeyEncodingError",

@@ -108,6 +108,8 @@ class Cache(Store):
         lock: bool | None = ...,
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
+        ignore_deps: Iterable[str] = ...,
+        depends_on: Iterable[Any] = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:

@@ -52,7 +52,7 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "lock_wait": (_duration, False, 300.0),
     "serializer": (_any, True, None),  # None: the cache's codec
 }
-KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key"})
+KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key", "ignore_deps", "depends_on"})
 
 
 class Options:

@@ -205,19 +205,24 @@ def test_prune_max_bytes_and_older_than(tmp_path: Path) -> None:
 
 
 def test_explain_lists_code_versions_and_changes(tmp_path: Path) -> None:
-    """explain FUNCTION lists stored code versions, oldest first, and what changed."""
+    """explain FUNCTION lists stored code versions, oldest first, and what changed: a helper
+    by name, then the function's own code."""
     url = str(tmp_path / "c")
     script = tmp_path / "e.py"
-    for body in ("x + 1", "x + 2"):
-        script.write_text(f"import persistmemo\n@persistmemo.memoize\ndef f(x):\n"
-                          f"    return {body}\nf(1)\n")
+    for helper, body in (("x + 1", "helper(x)"), ("x + 2", "helper(x)"),
+                         ("x + 2", "helper(x) * 2")):
+        script.write_text(f"import persistmemo\ndef helper(x):\n    return {helper}\n"
+                          f"@persistmemo.memoize\ndef f(x):\n    return {body}\nf(1)\n")
         run_py(script, cwd=tmp_path, env={"PERSISTMEMO_URL": url})
     data = as_json(pm("--url", url, "explain", "f", "--json", cwd=tmp_path))
-    assert data["function"] == "e.f" and len(data["versions"]) == 2
-    assert data["versions"][0]["changes"] is None
-    assert data["versions"][1]["changes"] == ["the function's code"]
+    assert data["function"] == "e.f" and len(data["versions"]) == 3
+    changes = [v["changes"] for v in data["versions"]]
+    assert changes[0] is None and changes[1] == ["changed helper"]
+    assert changes[2] == ["changed f"]
+    assert set(data["versions"][0]["dependencies"]) >= {"helper", "f"}
     out = pm("--url", url, "explain", "e.f", cwd=tmp_path).stdout
-    assert "2 stored code version(s)" in out and "prune --old-versions" in out
+    assert "3 stored code version(s)" in out and "changed helper" in out
+    assert "prune --old-versions" in out
 
 
 def test_maintain_on_a_directory_cache(project: Path) -> None:

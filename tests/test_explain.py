@@ -48,15 +48,24 @@ def test_miss_names_the_differing_parameter(tmp_path: Path) -> None:
 
 
 def test_miss_names_the_changed_dependency(tmp_path: Path) -> None:
-    """After the code changed, the miss names the dependency whose digest changed."""
-    cache = persistmemo.Cache(str(tmp_path / "c"))
-    make(cache, 1, "aaa")(2)
-    g = make(cache, 2, "bbb")
-    e = g.explain(2)
-    kinds = [r.kind for r in e.reasons]
-    assert kinds == ["code"] and e.nearest[0].arguments == ()
-    assert e.nearest[0].dependencies == ("changed helper",)
-    assert "changed helper" in str(e)
+    """After a helper's code changed (between runs), the miss names the helper."""
+    script = tmp_path / "job.py"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")},
+           "PERSISTMEMO_URL": str(tmp_path / "c")}
+    out = ""
+    for body in ("x + 1", "x + 2"):
+        script.write_text(
+            "import persistmemo\n"
+            f"def helper(x):\n    return {body}\n"
+            "@persistmemo.memoize\ndef f(x, scale=1):\n    return helper(x) * scale\n"
+            "e = f.explain(1)\nprint(e)\nprint('KINDS', [r.kind for r in e.reasons])\n"
+            "print('DEPS', e.nearest[0].dependencies if e.nearest else None)\nf(1)\n")
+        res = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        out = res.stdout
+    assert "KINDS ['code']" in out and "DEPS ('changed helper',)" in out, out
+    assert "changed helper" in out.splitlines()[1]
 
 
 def test_miss_in_another_namespace(tmp_path: Path) -> None:
