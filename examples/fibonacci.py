@@ -38,7 +38,7 @@ def fib_naive(n: int) -> int:
     return n if n < 2 else fib_naive(n - 1) + fib_naive(n - 2)
 
 
-@cache.memoize
+@cache.memoize(ignore_deps=["calls"])  # a call counter: it never changes the result
 def fib(n: int) -> int:
     """Return the n-th Fibonacci number; each fib(i) is computed once, ever."""
     calls["memoized"] += 1
