@@ -224,3 +224,19 @@ def test_disabled_map_and_async(tmp_path: Path) -> None:
         assert f.map([1, 1]) == [1, 1]
         assert asyncio.run(g(2)) == 2 and asyncio.run(g(2)) == 2
     assert runs == [1, 1, -2, -2] and list(cache.backend.keys()) == []
+
+
+def test_local_tier_from_project_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`local = "memory"` in the project file puts a memory tier in front of the default cache."""
+    monkeypatch.delenv("PERSISTMEMO_CONFIG", raising=False)
+    (tmp_path / "persistmemo.toml").write_text(
+        'url = "c"\nlocal = "memory"\nlocal_ttl = 30\nsize_limit = 100000000\n')
+    monkeypatch.chdir(tmp_path)
+
+    @persistmemo.memoize
+    def f(x: int) -> int:
+        return x
+
+    assert f(1) == 1 and f(1) == 1
+    backend = persistmemo.default_cache().backend
+    assert getattr(backend, "shared", None) is not None and (tmp_path / "c" / "cache.db").exists()
