@@ -188,6 +188,10 @@ def test_prune_old_versions_and_old_formats(tmp_path: Path) -> None:
     assert "deleted 3 entries" in out
     left = as_json(pm("--url", url, "ls", "--json", cwd=tmp_path))["entries"]
     assert len(left) == 2 and len({e["version"] for e in left}) == 1
+    disk = DiskBackend(url)
+    manifests = list(disk.keys("pmm:"))  # the pruned version's manifest went with it
+    disk.close()
+    assert len(manifests) <= 1 and all(left[0]["version"] in m for m in manifests)
 
 
 def test_prune_max_bytes_and_older_than(tmp_path: Path) -> None:

@@ -145,6 +145,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return OK
 
 
+def _drop_manifests(backend: Any, deleted: list[str]) -> int:
+    """Delete the dependency manifests (``pmm:``) of code versions left without entries."""
+    versions = {":".join(k.split(":")[1:5]) for k in deleted}
+    left = {":".join(k.split(":")[1:5]) for k in entry_keys(backend, "pm:")}
+    return sum(bool(backend.delete("pmm:" + v)) for v in versions - left)
+
+
 def _cmd_clear(args: argparse.Namespace) -> int:
     loc = resolve_location(args)
     backend = open_store(loc)
@@ -172,6 +179,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     if not confirm(f"Delete these {len(keys)} entries?", args.yes):
         return DECLINED
     deleted = sum(bool(backend.delete(k)) for k in keys)
+    _drop_manifests(backend, keys)
     if args.json:
         emit_json({"deleted": deleted, "bytes": size, "scope": scope})
     else:
@@ -224,6 +232,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     backend = open_store(loc)
     plan = _prune_plan(backend, args)
     deleted = 0 if args.dry_run else sum(bool(backend.delete(e.key)) for e, _ in plan)
+    if not args.dry_run:
+        _drop_manifests(backend, [e.key for e, _ in plan])
     size = sum(e.size for e, _ in plan)
     if args.json:
         emit_json({"dry_run": args.dry_run, "deleted": deleted, "bytes": size,
