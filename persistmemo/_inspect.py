@@ -53,24 +53,61 @@ def entry_keys(backend: Any, prefix: str = "pm:") -> list[str]:
     return [k for k in backend.keys(prefix) if split_key(k) is not None]
 
 
+_HEAD = 1 << 16  # the header and meta of an entry fit in its first 64 KiB
+
+
+def _heads(backend: Any, part: list[str]) -> list[tuple[Any, int]]:
+    """(the first bytes, the full size) of each key: never reads a large value whole."""
+    name = getattr(backend, "name", "")
+    if name == "disk":
+        import os
+
+        marks = ",".join("?" * len(part))
+        rows = backend.cache._sql(
+            f"SELECT key, filename, value, size FROM Cache WHERE raw = 1 AND key IN ({marks})",
+            part).fetchall()
+        found: dict[str, tuple[Any, int]] = {}
+        for key, filename, value, size in rows:
+            if filename:  # a value file: read its head only
+                try:
+                    with open(os.path.join(backend.cache.directory, filename), "rb") as f:
+                        found[key] = (f.read(_HEAD), int(size))
+                except OSError:
+                    continue
+            elif isinstance(value, bytes):
+                found[key] = (value, len(value))
+        return [found.get(k, (None, 0)) for k in part]
+    if name in ("redis", "redis-cluster"):
+        with backend._guard:
+            pipe = backend._sync().pipeline(transaction=False)
+            for key in part:
+                pipe.getrange(key, 0, _HEAD - 1)
+                pipe.strlen(key)
+            out = pipe.execute()
+        return [(h or None, int(n)) for h, n in zip(out[::2], out[1::2])]
+    return [(raw, len(raw)) if isinstance(raw, bytes) else (None, 0)
+            for raw in backend.get_many(part)]
+
+
 def read_entries(backend: Any, keys: Sequence[str]) -> Iterator[StoredEntry]:
-    """Peek at the header of each entry (batched reads; a vanished entry is skipped)."""
+    """Peek at the header of each entry (batched; only the first 64 KiB of large values are
+    read; a vanished entry is skipped)."""
     from persistmemo.codec import Codec
     from persistmemo.errors import DecodeError
 
     codec = Codec()
     for i in range(0, len(keys), _BATCH):
         part = list(keys[i:i + _BATCH])
-        for key, raw in zip(part, backend.get_many(part)):
+        for key, (head, size) in zip(part, _heads(backend, part)):
             parts = split_key(key)
-            if not isinstance(raw, bytes) or parts is None:
+            if head is None or parts is None:
                 continue
             try:
-                info = codec.peek(raw)
+                info = codec.peek(bytes(head))
             except DecodeError:
-                yield StoredEntry(key, parts, len(raw), 0.0, 0.0, "?", b"", False)
+                yield StoredEntry(key, parts, size, 0.0, 0.0, "?", b"", False)
                 continue
-            yield StoredEntry(key, parts, len(raw), info.created, info.duration, info.codec,
+            yield StoredEntry(key, parts, size, info.created, info.duration, info.codec,
                               info.meta, True)
 
 
