@@ -286,3 +286,26 @@ def test_clear_namespace_and_password_masked(project: Path) -> None:
     assert as_json(pm("ls", "--json", cwd=project))["total"] == 3
     res = pm("--url", "redis://u:hunter2@127.0.0.1:1/0", "stats", cwd=project, ok=False)
     assert res.returncode == 4 and "hunter2" not in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize("store", ["disk", "redis"])
+def test_entries_are_read_by_their_head_only(tmp_path: Path, store: str,
+                                             request: pytest.FixtureRequest) -> None:
+    """Listing a large entry reads its first 64 KiB, yet reports its full size."""
+    from persistmemo import Cache
+    from persistmemo._inspect import _heads, read_entries
+
+    url = str(tmp_path / "c") if store == "disk" else request.getfixturevalue("redis_url")
+    cache = Cache(url, namespace=tmp_path.name[-60:])
+
+    @cache.memoize
+    def big(n: int) -> bytes:
+        return b"x" * n
+
+    big(3_000_000)
+    key = big.cache_key(3_000_000)
+    ((head, size),) = _heads(cache.backend, [key])
+    assert len(head) <= 1 << 16 and size > 3_000_000
+    (entry,) = read_entries(cache.backend, [key])
+    assert entry.readable and entry.size == size and "n" in entry.meta.decode("latin-1")
+    cache.close()
