@@ -71,8 +71,9 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
             self._adopt_namespace(cache.namespace)
         options = cache.options.merged(self._options)
         codec = cache.codec
-        if "serializer" in self._options:
-            codec = make_codec(options.serializer, cache._secret, cache._verify_keys)
+        if "serializer" in self._options or "max_value_size" in self._options:
+            codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
+                               options.max_value_size)
         engine = Engine(keys=self.keys, func=self.__wrapped__, options=options, codec=codec,
                         backend=cache.backend, breaker=cache.breaker, stats=cache.stats,
                         usage=cache.usage)
@@ -302,6 +303,7 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    max_value_size: int | None = ...,
     ignore_deps: Iterable[str] = ...,
     depends_on: Iterable[Any] = ...,
     cache: Store | None = ...,
@@ -326,6 +328,7 @@ def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        max_value_size: the largest stored entry in bytes (default: the cache's, 1 GiB).
         ignore_deps: global or closure variable names left out of the code fingerprint (a
             counter, ``t0 = time.time()``, a run id).
         depends_on: extra objects whose identity joins the fingerprint: values, functions,

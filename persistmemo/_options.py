@@ -43,6 +43,12 @@ def _any(value: Any, name: str) -> Any:
     return value
 
 
+def _size(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 64:
+        raise ConfigurationError(f"{name} must be a number of bytes >= 64, got {value!r}")
+    return value
+
+
 # name -> (checker, "None means inherit", default). ``memoize(lock=None)`` inherits the cache's
 # setting, while ``memoize(ttl=None)`` means "no expiry", so the two rules are per option.
 SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
@@ -51,6 +57,7 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "lock_ttl": (_positive, True, 10.0),
     "lock_wait": (_duration, False, 300.0),
     "serializer": (_any, True, None),  # None: the cache's codec
+    "max_value_size": (_size, True, 1 << 30),  # larger results are not stored, entries missed
 }
 KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key", "ignore_deps", "depends_on"})
 
@@ -61,12 +68,13 @@ class Options:
     A plain class, not a dataclass: ``dataclasses`` imports ``inspect`` (~10 ms of a cold start).
     """
 
-    __slots__ = ("lock", "lock_ttl", "lock_wait", "serializer", "ttl")
+    __slots__ = ("lock", "lock_ttl", "lock_wait", "max_value_size", "serializer", "ttl")
     ttl: float | None
     lock: bool
     lock_ttl: float
     lock_wait: float | None
     serializer: Any
+    max_value_size: int
 
     def __init__(self, **given: Any) -> None:
         for name, (_, _, default) in SPECS.items():
