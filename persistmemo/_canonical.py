@@ -288,6 +288,15 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
         if custom is not None:
             _enc_tagged(b"R", cls, custom(v), out, depth)
             return
+    from persistmemo import _types  # third-party types (torch, pandas, ...): lazy registry
+
+    third = _types.key_encoder(cls)
+    if third is not None:
+        try:
+            out += b"X" + third(v)
+        except _types.Unsupported as e:
+            raise _Unencodable(v, str(e)) from None
+        return
     if cls.__module__ == "numpy":
         _enc_numpy(v, out, depth)
         return

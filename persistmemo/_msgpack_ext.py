@@ -49,6 +49,9 @@ EXT_UUID = 24
 EXT_PATH = 25
 EXT_NDARRAY = 32
 EXT_NPSCALAR = 33
+# 48: a third-party value (torch, pandas, Arrow, polars, scipy.sparse, structured numpy), framed
+# by persistmemo._types (kind + buffer table + plain meta), its buffers out of band.
+EXT_TYPED = 48
 
 # A payload that starts with 0xC1 (the one byte msgpack never emits) carries out-of-band buffers:
 # 0xC1, u64 body length, msgpack body, then the raw array buffers back to back.
@@ -256,15 +259,35 @@ class _Packing:
             return encoder(value)
         if type(value).__module__ == "numpy":
             return self._numpy(value)
-        raise _unsupported(value)
+        return self._typed(value)
+
+    def _typed(self, value: Any) -> Any:
+        from . import _types  # lazy registry: imports a library's module only for its values
+
+        try:
+            data = _types.encode_value(value, self._add_buffer)
+        except SerializationError as exc:  # same wording as every unsupported value
+            raise _unsupported(value, str(exc)) from exc
+        if data is None:
+            raise _unsupported(value)
+        return _ext(EXT_TYPED, data)
+
+    def _add_buffer(self, view: memoryview) -> int:
+        offset = self.size
+        if view.nbytes:
+            self.buffers.append(view)
+            self.size += view.nbytes
+        return offset
 
     def _numpy(self, value: Any) -> Any:
         np = sys.modules["numpy"]
         is_array = type(value) is np.ndarray  # subclasses (np.matrix, ...) are refused
         if not is_array and not isinstance(value, np.generic):
-            raise _unsupported(value)
+            return self._typed(value)  # np.memmap, np.recarray, ...
         dtype = value.dtype
         if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None:
+            if is_array:
+                return self._typed(value)  # structured dtypes
             raise _unsupported(value, f"numpy dtype {dtype}")
         spec = dtype.str.encode("ascii")
         if not is_array:  # a numpy scalar: np.float32, np.bool_, np.str_, np.datetime64, ...
@@ -443,6 +466,19 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
 
 
+def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
+    from . import _types
+
+    def take(offset: int, size: int) -> memoryview:
+        # Buffers are laid out in the order the values occur: every byte is used exactly once.
+        if offset != state[1] or offset + size > (0 if region is None else len(region)):
+            raise ValueError("buffer out of place")
+        state[1] = offset + size
+        return memoryview(b"") if region is None else region[offset : offset + size]
+
+    return _types.decode_value(data, take)
+
+
 def _leaf_hook(code: int, ext: bytes) -> Any:
     """The ext hook when the payload holds no container marker and no out-of-band buffer."""
     leaf = _LEAVES.get(code)
@@ -450,6 +486,8 @@ def _leaf_hook(code: int, ext: bytes) -> Any:
         return leaf(ext)
     if code == EXT_NDARRAY:  # only empty arrays can occur without out-of-band buffers
         return _d_ndarray(ext, None, [0, 0])
+    if code == EXT_TYPED:
+        return _d_typed(ext, None, [0, 0])
     raise ValueError(f"unexpected msgpack ext code {code}")
 
 
@@ -496,6 +534,8 @@ def _unpack(data: bytes | memoryview) -> Any:
                 return marker
         if code == EXT_NDARRAY:
             return _d_ndarray(ext, region, state)
+        if code == EXT_TYPED:
+            return _d_typed(ext, region, state)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:
