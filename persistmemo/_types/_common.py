@@ -85,9 +85,15 @@ def class_identity(cls: type) -> bytes:
     """A class's qualified name and the fingerprint of its code (cached per class)."""
     cached = _CLASS_IDS.get(cls)
     if cached is None:
+        import types
+
         from persistmemo.keys import code_fingerprint
 
-        cached = _CLASS_IDS[cls] = text(qualname(cls)) + text(code_fingerprint(cls))
+        # The methods too: their code is found even when the class's source is not.
+        methods = sorted((k, v) for k, v in vars(cls).items() if isinstance(v, types.FunctionType))
+        parts = seq(text(k) + text(code_fingerprint(v)) for k, v in methods)
+        cached = text(qualname(cls)) + text(code_fingerprint(cls)) + parts
+        _CLASS_IDS[cls] = cached
     return cached
 
 

@@ -127,26 +127,56 @@ def _to_arrow(df: pd.DataFrame) -> Any:
             and type(back.index) is type(df.index) and back.index.dtype == df.index.dtype
             and back.columns.dtype == df.columns.dtype):
         raise SerializationError(
-            "this DataFrame's dtypes do not survive Arrow exactly (e.g. an object column of "
-            "non-string values); convert the columns to explicit dtypes or use "
-            "serializer='pickle' with a secret")
+            "this DataFrame's dtypes do not survive Arrow exactly; convert the columns to "
+            "explicit dtypes or use serializer='pickle' with a secret")
     from persistmemo._types.arrow import ipc_bytes
 
     return ipc_bytes(table)
 
 
+def _objects_payload(values: Any) -> bytes:
+    """An object column's values with persistmemo's own msgpack codec (exact Python types)."""
+    from persistmemo._msgpack_ext import _pack
+
+    return b"".join(_pack(list(values), "surrogatepass"))
+
+
 def _encode_frame(df: pd.DataFrame) -> Carrier:
-    return Carrier("pandas:frame", None, [_to_arrow(df)])
+    """Arrow IPC for typed columns; object columns (mixed Python values) with msgpack."""
+    objects = [i for i, dt in enumerate(df.dtypes) if isinstance(dt, np.dtype) and dt.hasobject]
+    if not objects:
+        return Carrier("pandas:frame", None, [_to_arrow(df)])
+    typed = df.iloc[:, [i for i in range(df.shape[1]) if i not in set(objects)]]
+    columns = _to_arrow(pd.DataFrame(index=df.columns))
+    payloads = [_objects_payload(df.iloc[:, i]) for i in objects]
+    return Carrier("pandas:frame", {"objects": objects},
+                   [_to_arrow(typed), columns, *payloads])
 
 
 def _encode_series(s: pd.Series) -> Carrier:
     unnamed = s.name is None
-    frame = s.to_frame(name="__series__" if unnamed else s.name)
-    return Carrier("pandas:series", {"unnamed": unnamed}, [_to_arrow(frame)])
+    carrier = _encode_frame(s.to_frame(name="__series__" if unnamed else s.name))
+    return Carrier("pandas:series", {"unnamed": unnamed, "frame": carrier.meta},
+                   carrier.buffers)
 
 
 def _encode_index(idx: pd.Index) -> Carrier:
     return Carrier("pandas:index", None, [_to_arrow(pd.DataFrame(index=idx))])
+
+
+def _decode_frame(meta: Any, buffers: list[memoryview]) -> pd.DataFrame:
+    from persistmemo._msgpack_ext import _unpack
+    from persistmemo._types.arrow import read_ipc
+
+    df = read_ipc(buffers[0]).to_pandas()
+    if not meta:
+        return df
+    columns = read_ipc(buffers[1]).to_pandas().index
+    for n, (pos, raw) in enumerate(zip(meta["objects"], buffers[2:], strict=True)):
+        values = pd.Series(_unpack(raw), index=df.index, dtype=object)
+        df.insert(int(pos), f"__persistmemo_{n}", values)
+    df.columns = columns
+    return df
 
 
 def value_encoder(cls: type) -> Callable[[Any], Carrier] | None:
@@ -164,13 +194,12 @@ def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
     """Rebuild a stored pandas value."""
     from persistmemo._types.arrow import read_ipc
 
-    df = read_ipc(buffers[0]).to_pandas()
     if name == "frame":
-        return df
+        return _decode_frame(meta, buffers)
     if name == "series":
-        s = df.iloc[:, 0]
+        s = _decode_frame(meta["frame"], buffers).iloc[:, 0]
         return s.rename(None) if meta["unnamed"] else s
     if name == "index":
-        return df.index
+        return read_ipc(buffers[0]).to_pandas().index
     raise ValueError(f"unknown pandas carrier {name!r}")
 
