@@ -183,3 +183,16 @@ def test_memoized_frame_function_is_served_from_the_cache(
     second = summary(df.copy())
     assert len(calls) == 1
     assert_frame_equal(first, second, check_exact=True)
+
+
+def test_homogeneous_fast_path_gives_the_column_by_column_key() -> None:
+    """A one-dtype frame from a 2-D array keys like the same columns built one by one."""
+    rng = np.random.default_rng(1)
+    for dtype in ("float32", "int64", "bool"):
+        arr = (rng.random((7, 5)) * 10).astype(dtype)
+        wide = pd.DataFrame(arr)
+        by_column = pd.DataFrame({i: arr[:, i].copy() for i in range(5)})
+        blocks = pd.concat([pd.DataFrame(arr[:, :2]),
+                            pd.DataFrame(arr[:, 2:], columns=[2, 3, 4])], axis=1)
+        assert key(wide) == key(by_column) == key(blocks)
+        assert key(pd.DataFrame(np.ascontiguousarray(arr))) == key(wide)

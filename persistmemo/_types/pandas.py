@@ -74,6 +74,15 @@ def _series_body(s: pd.Series) -> bytes:
 def _frame_body(df: pd.DataFrame) -> bytes:
     out = text("pandas.DataFrame") + index_body(df.columns) + index_body(df.index)
     out += canonical(dict(df.attrs)) + u64(df.shape[1])
+    dtypes = set(df.dtypes)
+    dtype = dtypes.pop() if len(dtypes) == 1 else None
+    if df.shape[1] > 1 and isinstance(dtype, np.dtype) and not dtype.hasobject:
+        # One numpy dtype: the same bytes as column by column, from one 2-D view (no Series).
+        values = df.to_numpy()
+        if not values.flags.f_contiguous:
+            values = np.asfortranarray(values)  # one transposing copy, not one per column
+        head = text(str(dtype))
+        return out + b"".join(head + ndarray_body(values[:, i]) for i in range(df.shape[1]))
     for i in range(df.shape[1]):
         out += array_body(df.iloc[:, i].array)
     return out
