@@ -42,20 +42,34 @@ class DeviceFallbackWarning(UserWarning):
     """A stored tensor's device does not exist in this process: it is returned on the CPU."""
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 def _raw(t: torch.Tensor) -> Any:
     """The tensor's bytes as a 1-D uint8 numpy view (copied only when not contiguous/on CPU)."""
     if t.layout is not torch.strided:
         raise Unsupported(f"{t.layout} tensors are not supported; pass t.to_dense()")
-    if t.is_quantized or t.device.type == "meta":
-        raise Unsupported("quantized and meta tensors carry no plain data")
-    t = t.detach()
     if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.resolve_conj().resolve_neg().contiguous()
+        if t.device.type == "meta":
+            raise Unsupported("meta tensors carry no data")
+        t = t.detach().cpu()
+    if t.is_quantized:
+        raise Unsupported("quantized tensors are not supported; pass t.dequantize()")
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    if not t.is_contiguous():
+        t = t.contiguous()
     if t.numel() == 0:
         return np.empty(0, np.uint8)
     return t.reshape(-1).view(torch.uint8).numpy()
