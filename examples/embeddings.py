@@ -35,8 +35,8 @@ HAVE_TORCH = (importlib.util.find_spec("torch") is not None
               and os.environ.get("PERSISTMEMO_EXAMPLE_NUMPY") != "1")
 HAVE_PANDAS = HAVE_TORCH and importlib.util.find_spec("pandas") is not None and \
     importlib.util.find_spec("pyarrow") is not None
-WORDS = ("cache key value tensor frame model memo store batch vector token layer weight "
-         "shared prefix result fast exact safe").split()
+WORDS = ("cache", "key", "value", "tensor", "frame", "model", "memo", "store", "batch",
+         "vector", "token", "layer", "weight", "shared", "prefix", "result", "fast", "exact")
 
 cache = persistmemo.Cache(LOCATION, namespace="embeddings-example")
 computed = [0]  # batches whose embedding body ran in this process
