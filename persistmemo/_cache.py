@@ -61,6 +61,9 @@ class Cache:
         fail_open: on store errors, log, skip the store for ``backoff`` seconds and return the
             function's result (default). ``False`` raises :class:`~persistmemo.BackendError`.
         backoff: seconds the store is skipped after a failure (circuit breaker).
+        compress: ``"zstd"`` or ``"zstd:<level>"`` (default level 3): store msgpack payloads of
+            at least ``compress_threshold`` bytes (default 64 KiB) zstd-compressed when that
+            saves space. Needs ``zstandard`` (``persistmemo[zstd]``); any reader decodes them.
         **backend_options: store options, e.g. ``size_limit`` (disk), ``socket_timeout`` (Redis).
 
     Example:
@@ -86,6 +89,8 @@ class Cache:
         lock_wait: float | _dt.timedelta | None = 300.0,
         fail_open: bool = True,
         backoff: float | _dt.timedelta = 5.0,
+        compress: str | None = None,
+        compress_threshold: int | None = None,
         **backend_options: Any,
     ) -> None:
         from persistmemo._engine import Stats
@@ -99,7 +104,9 @@ class Cache:
         self.backoff = seconds(backoff, "backoff") or 0.0
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
-        self.codec = make_codec(serializer, secret, self._verify_keys)
+        self._serializer = serializer
+        self._compress = (compress, compress_threshold)
+        self.codec = make_codec(serializer, secret, self._verify_keys, *self._compress)
         self.stats = Stats()
         self._location = location
         self._backend_options = backend_options
@@ -183,6 +190,8 @@ class Cache:
         lock: bool | None = ...,
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
+        compress: str | None = ...,
+        compress_threshold: int | None = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:
@@ -229,13 +238,17 @@ def make_codec(
     serializer: str | Serializer | None,
     secret: bytes | str | None,
     verify_keys: Iterable[bytes | str] = (),
+    compress: str | None = None,
+    compress_threshold: int | None = None,
 ) -> Codec:
     """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret)."""
+    from persistmemo._compress import parse_compress
     from persistmemo.codec import Codec, get_serializer
 
     if secret is None and serializer == "pickle":
         secret = os.environ.get("PERSISTMEMO_SECRET") or None
-    return Codec(get_serializer(serializer, secret=secret, verify_keys=tuple(verify_keys)))
+    s = get_serializer(serializer, secret=secret, verify_keys=tuple(verify_keys))
+    return Codec(s, compress=parse_compress(compress, compress_threshold))
 
 
 _default_cache: Cache | None = None

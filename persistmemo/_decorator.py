@@ -22,7 +22,7 @@ __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _OPTIONS = frozenset({"ttl", "version", "ignore", "namespace", "key", "serializer", "lock",
-                      "lock_ttl", "lock_wait"})
+                      "lock_ttl", "lock_wait", "compress", "compress_threshold"})
 
 
 class _MemoizedBase(Generic[P, R]):
@@ -47,6 +47,10 @@ class _MemoizedBase(Generic[P, R]):
 
             check_namespace(namespace)
         seconds(options.get("ttl"), "ttl")
+        if "compress" in options or "compress_threshold" in options:  # fail at decoration
+            from persistmemo._compress import parse_compress
+
+            parse_compress(options.get("compress", "zstd"), options.get("compress_threshold"))
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
                                ignore=options.get("ignore") or (), key=options.get("key"))
         self._engine: Engine | None = None
@@ -64,8 +68,11 @@ class _MemoizedBase(Generic[P, R]):
             lock_wait=seconds(o["lock_wait"], "lock_wait") if "lock_wait" in o
             else cache.lock_wait,
         )
-        if o.get("serializer") is not None:
-            engine.codec = make_codec(o["serializer"], cache._secret, cache._verify_keys)
+        if o.get("serializer") is not None or "compress" in o or "compress_threshold" in o:
+            compress = (o.get("compress", cache._compress[0]),
+                        o.get("compress_threshold", cache._compress[1]))
+            engine.codec = make_codec(o.get("serializer") or cache._serializer, cache._secret,
+                                      cache._verify_keys, *compress)
         self._engine = engine
         return engine
 
@@ -267,6 +274,8 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    compress: str | None = ...,
+    compress_threshold: int | None = ...,
     cache: Cache | None = ...,
 ) -> _Decorator: ...
 
@@ -288,6 +297,8 @@ def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
+            at least that many bytes (see :class:`Cache`).
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,

@@ -52,6 +52,8 @@ EXT_NPSCALAR = 33
 # 48: a third-party value (torch, pandas, Arrow, polars, scipy.sparse, structured numpy), framed
 # by persistmemo._types (kind + buffer table + plain meta), its buffers out of band.
 EXT_TYPED = 48
+# 49: a whole payload compressed with zstd (persistmemo._compress); decoded by every reader.
+EXT_ZSTD = 49
 
 # A payload that starts with 0xC1 (the one byte msgpack never emits) carries out-of-band buffers:
 # 0xC1, u64 body length, msgpack body, then the raw array buffers back to back.
@@ -479,6 +481,12 @@ def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     return _types.decode_value(data, take)
 
 
+def _d_zstd(data: bytes) -> Any:
+    from ._compress import decompress
+
+    return _unpack(decompress(data))
+
+
 def _leaf_hook(code: int, ext: bytes) -> Any:
     """The ext hook when the payload holds no container marker and no out-of-band buffer."""
     leaf = _LEAVES.get(code)
@@ -488,6 +496,8 @@ def _leaf_hook(code: int, ext: bytes) -> Any:
         return _d_ndarray(ext, None, [0, 0])
     if code == EXT_TYPED:
         return _d_typed(ext, None, [0, 0])
+    if code == EXT_ZSTD:
+        return _d_zstd(ext)
     raise ValueError(f"unexpected msgpack ext code {code}")
 
 
@@ -536,6 +546,8 @@ def _unpack(data: bytes | memoryview) -> Any:
             return _d_ndarray(ext, region, state)
         if code == EXT_TYPED:
             return _d_typed(ext, region, state)
+        if code == EXT_ZSTD:
+            return _d_zstd(ext)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:

@@ -48,6 +48,7 @@ from ._msgpack_ext import EXT_TIME as EXT_TIME
 from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
+from ._msgpack_ext import EXT_ZSTD as _EXT_ZSTD
 from ._signing import _HmacCheck, _secret_bytes
 from .errors import ConfigurationError, DecodeError, SerializationError
 
@@ -270,6 +271,8 @@ class Codec:
     Args:
         serializer: a :class:`Serializer` (default :class:`MsgpackSerializer`). The reader uses
             only this serializer: entries written with another codec id are a :class:`DecodeError`.
+        compress: a ``persistmemo._compress.Compression`` (``compress="zstd"``): msgpack
+            payloads above its threshold are stored zstd-compressed (every reader decodes them).
 
     Raises:
         ConfigurationError: a serializer whose ``codec_id`` is not in 1-255, or a custom
@@ -278,7 +281,7 @@ class Codec:
 
     __slots__ = ("_hmac", "_id", "_loads", "_name", "_parts", "_prefix", "_start")
 
-    def __init__(self, serializer: Serializer | None = None) -> None:
+    def __init__(self, serializer: Serializer | None = None, *, compress: Any = None) -> None:
         s: Serializer = MsgpackSerializer() if serializer is None else serializer
         cid = getattr(s, "codec_id", None)
         if type(cid) is not int or not 1 <= cid <= 255:
@@ -297,6 +300,9 @@ class Codec:
         if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
             self._loads = _unpack  # one Python call less on the hit path
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
+            if compress is not None:  # a persistmemo._compress.Compression: big payloads
+                parts = s.dumps_parts
+                self._parts = lambda value: compress.apply(parts(value), _EXT_ZSTD)
         else:
             dumps = s.dumps
             self._parts = lambda value: (dumps(value),)
