@@ -64,6 +64,8 @@ class Cache:
         compress: ``"zstd"`` or ``"zstd:<level>"`` (default level 3): store msgpack payloads of
             at least ``compress_threshold`` bytes (default 64 KiB) zstd-compressed when that
             saves space. Needs ``zstandard`` (``persistmemo[zstd]``); any reader decodes them.
+        mmap: directory stores: numpy arrays in results of 32 KiB or more are returned as
+            read-only views of the stored file (integrity still checked); see ``memoize``.
         **backend_options: store options, e.g. ``size_limit`` (disk), ``socket_timeout`` (Redis).
 
     Example:
@@ -91,6 +93,7 @@ class Cache:
         backoff: float | _dt.timedelta = 5.0,
         compress: str | None = None,
         compress_threshold: int | None = None,
+        mmap: bool = False,
         **backend_options: Any,
     ) -> None:
         from persistmemo._engine import Stats
@@ -105,6 +108,7 @@ class Cache:
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
         self._serializer = serializer
+        self.mmap = bool(mmap)
         self._compress = (compress, compress_threshold)
         self.codec = make_codec(serializer, secret, self._verify_keys, *self._compress)
         self.stats = Stats()
@@ -192,6 +196,7 @@ class Cache:
         lock_wait: float | _dt.timedelta | None = ...,
         compress: str | None = ...,
         compress_threshold: int | None = ...,
+        mmap: bool | None = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:

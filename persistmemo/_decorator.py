@@ -22,7 +22,7 @@ __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _OPTIONS = frozenset({"ttl", "version", "ignore", "namespace", "key", "serializer", "lock",
-                      "lock_ttl", "lock_wait", "compress", "compress_threshold"})
+                      "lock_ttl", "lock_wait", "compress", "compress_threshold", "mmap"})
 
 
 class _MemoizedBase(Generic[P, R]):
@@ -73,6 +73,10 @@ class _MemoizedBase(Generic[P, R]):
                         o.get("compress_threshold", cache._compress[1]))
             engine.codec = make_codec(o.get("serializer") or cache._serializer, cache._secret,
                                       cache._verify_keys, *compress)
+        if cache.mmap if o.get("mmap") is None else o["mmap"]:
+            from persistmemo._mmap import mapped
+
+            engine.cache, engine.codec = mapped(cache, engine.codec, self.keys.identity)
         self._engine = engine
         return engine
 
@@ -276,6 +280,7 @@ def memoize(
     lock_wait: float | _dt.timedelta | None = ...,
     compress: str | None = ...,
     compress_threshold: int | None = ...,
+    mmap: bool | None = ...,
     cache: Cache | None = ...,
 ) -> _Decorator: ...
 
@@ -299,6 +304,8 @@ def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) 
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
         compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
             at least that many bytes (see :class:`Cache`).
+        mmap: directory stores: return numpy arrays of stored results (32 KiB and more) as
+            read-only memory-mapped views of the stored file; integrity is still checked.
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,

@@ -465,6 +465,8 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     if nbytes == 0:
         return np.empty(shape, dtype=dtype)
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
+    if len(state) > 2 and not state[2]:  # mmap=True: a read-only view of the mapped file
+        return flat.reshape(shape)
     return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
 
 
@@ -504,8 +506,11 @@ def _leaf_hook(code: int, ext: bytes) -> Any:
 _EMPTY_EXT8 = b"\xc7\x00"  # how msgpack encodes an ext with no data, i.e. every marker
 
 
-def _unpack(data: bytes | memoryview) -> Any:
-    """Decode a msgpack payload (see docs/codec.md) with exact types."""
+def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
+    """Decode a msgpack payload (see docs/codec.md) with exact types.
+
+    ``copy=False`` (memory-mapped loads): numpy arrays are read-only views of ``data``.
+    """
     if data[:1] != b"\xc1":  # no out-of-band buffers
         if type(data) is not bytes:
             data = bytes(data)  # a copy, but msgpack parsing costs far more per byte
@@ -534,7 +539,7 @@ def _unpack(data: bytes | memoryview) -> Any:
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
     # in between.
-    state = [0, 0]
+    state = [0, 0, int(copy)]
 
     def ext_hook(code: int, ext: bytes) -> Any:
         if not ext:

@@ -1,0 +1,165 @@
+"""``mmap=True``: big numpy results loaded as read-only views of the directory store's files.
+
+diskcache keeps every value of 32 KiB or more in a file of its own, written once and never
+modified in place. With ``mmap=True`` a hit on such an entry maps the file instead of reading
+it: numpy arrays in the result are read-only views of the mapping, shared through the page cache
+by every process that opens the same entry. The entry's integrity is still checked (the same
+BLAKE3 check as a normal read, over the mapping); a file that verified once is remembered by its
+device, inode, size and modification time, so later hits in the process cost milliseconds
+whatever the size. Anything else (small entries, other stores, pickle, compressed payloads)
+takes the normal path.
+
+The pieces are small wrappers chosen by the memoized function: :class:`MappedCache` stands in
+for its :class:`~persistmemo.Cache` (forwarding everything) with a backend whose ``get`` returns
+an ``mmap`` for file entries, and :class:`MappedCodec` decodes such a mapping without copying.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import threading
+import time
+from typing import Any
+
+from persistmemo.errors import DecodeError
+
+__all__ = ["MappedCache", "MappedCodec", "mapped"]
+
+_SELECT = ("SELECT mode, filename FROM Cache"
+           " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)")
+_MODE_BINARY = 2  # diskcache.core.MODE_BINARY: the value is a file of its own
+_verified: dict[tuple[int, int, int, int, str], bool] = {}
+_verified_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+class _MappedBackend:
+    """Forwards to a DiskBackend; ``get`` maps file entries instead of reading them."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def get(self, key: str) -> Any:
+        backend = self._backend
+        try:
+            con = backend.cache._con
+            row = con.execute(_SELECT, (key, time.time())).fetchone()
+        except Exception:  # any surprise in diskcache's schema: the normal read
+            return backend.get(key)
+        if row is None or row[0] != _MODE_BINARY or not row[1]:
+            return backend.get(key)
+        path = os.path.join(backend.cache.directory, row[1])
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if st.st_size == 0:
+                    return backend.get(key)
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:  # culled between the SELECT and the open
+            return backend.get(key)
+        return _Mapping(mm, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, key))
+
+
+class _Mapping:
+    """A mapped entry: the mmap and the file identity its verification is remembered by."""
+
+    __slots__ = ("identity", "mm")
+
+    def __init__(self, mm: mmap.mmap, identity: tuple[int, int, int, int, str]) -> None:
+        self.mm = mm
+        self.identity = identity
+
+    def __bytes__(self) -> bytes:  # a caller that wants bytes (peek, CLI) gets a copy
+        return bytes(self.mm)
+
+    def __len__(self) -> int:
+        return len(self.mm)
+
+
+class MappedCache:
+    """Stands in for a Cache: the same object in every respect but a mapping backend."""
+
+    def __init__(self, cache: Any) -> None:
+        object.__setattr__(self, "_real", cache)
+        object.__setattr__(self, "_mapped", None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_backend", "backend"):
+            backend = self._real.backend
+            if type(backend).__name__ != "DiskBackend":
+                return backend  # other stores: nothing to map
+            if self._mapped is None or self._mapped._backend is not backend:
+                object.__setattr__(self, "_mapped", _MappedBackend(backend))
+            return self._mapped
+        return getattr(self._real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real, name, value)
+
+
+class MappedCodec:
+    """Decodes mapped entries without copying arrays; bytes go to the wrapped codec."""
+
+    def __init__(self, codec: Any) -> None:
+        self._codec = codec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._codec, name)
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return self._codec.encode(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def decode(self, data: Any, *, key: str) -> Any:
+        if type(data) is not _Mapping:
+            return self._codec.decode(data, key=key)
+        codec = self._codec
+        if codec._hmac is not None or codec._loads.__name__ != "_unpack":
+            return codec.decode(bytes(data), key=key)  # pickle/custom serializers: normal read
+        return _decode_mapped(codec, data, key)
+
+
+def _decode_mapped(codec: Any, data: _Mapping, key: str) -> Any:
+    from persistmemo._msgpack_ext import _unpack
+    from persistmemo.codec import _HEADER_TAIL, Entry, _blake3_check, _key_bytes
+
+    view = memoryview(data.mm)
+    start, n = codec._start, len(view)
+    if n < start or bytes(view[:4]) != codec._prefix:
+        return codec.decode(bytes(view), key=key)  # let the codec say what is wrong
+    created, duration, meta_len = _HEADER_TAIL.unpack_from(view, 4)
+    payload_start = start + meta_len
+    if payload_start > n:
+        raise DecodeError("stored entry is truncated (meta length exceeds the data)")
+    if not _already_verified(data.identity):
+        head = _key_bytes(key, DecodeError) + bytes(view[:24])
+        if _blake3_check(head, (view[start:],), n) != bytes(view[24:start]):
+            raise DecodeError("integrity check failed: corrupt, truncated, or stored under "
+                              "another key")
+        with _verified_lock:
+            _verified[data.identity] = True
+    try:
+        value = _unpack(view[payload_start:], copy=False)
+    except Exception as exc:
+        raise DecodeError(f"msgpack payload does not decode: {exc!r}"[:500]) from exc
+    return Entry(value, created, duration, bytes(view[start:payload_start]))
+
+
+def _already_verified(identity: tuple[int, int, int, int, str]) -> bool:
+    with _verified_lock:
+        if len(_verified) > 100_000:  # bounded: forget everything rather than grow forever
+            _verified.clear()
+        return identity in _verified
+
+
+def mapped(cache: Any, codec: Any, name: str) -> tuple[Any, Any]:
+    """Return the (cache, codec) pair a memoized function uses with ``mmap=True``."""
+    if type(cache.backend).__name__ != "DiskBackend" and name not in _warned:
+        _warned.add(name)
+        logging.getLogger("persistmemo").info(
+            "persistmemo: mmap=True for %s has no effect: the store is not a directory", name)
+    return MappedCache(cache), MappedCodec(codec)
