@@ -208,7 +208,13 @@ class Engine:
     def encode(self, value: Any, key: str, duration: float) -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
         try:
-            return self.codec.encode(value, key=key, created=time.time(), duration=duration)
+            blob = self.codec.encode(value, key=key, created=time.time(), duration=duration)
+            limit = getattr(self.cache._backend, "max_value_size", None)
+            if limit is not None and len(blob) > limit:  # e.g. Redis's 512 MB bulk limit
+                raise SerializationError(
+                    f"the stored entry would be {len(blob):,} bytes, more than this store "
+                    f"accepts ({limit:,}); use a directory store for values this big")
+            return blob
         except SerializationError as exc:
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             if "enc:" + tname not in self._warned:
