@@ -111,3 +111,13 @@ def test_memoized_arrow_function_hits(lib: str) -> None:
     second = head(t.clone() if lib == "polars" else pa.Table.from_batches(
         t.to_batches(max_chunksize=1)))
     assert len(calls) == 1 and first.equals(second)
+
+
+def test_polars_object_columns_are_refused() -> None:
+    """polars Object columns reach Arrow as pointers: refused, never keyed by address."""
+    pl = need("polars")
+    from persistmemo import KeyEncodingError
+
+    df = pl.DataFrame({"o": pl.Series([object()], dtype=pl.Object)})
+    with pytest.raises(KeyEncodingError, match="Object"):
+        key(df)

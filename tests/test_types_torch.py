@@ -215,3 +215,11 @@ def test_memoized_tensor_function_hits_without_pickle(monkeypatch: pytest.Monkey
     first = double(x, model)
     second = double(x.clone(), model)
     assert len(calls) == 1 and torch.equal(first, second) and second.dtype == torch.bfloat16
+
+
+def test_cyclic_module_is_a_key_error() -> None:
+    """A module that contains itself is refused with a KeyEncodingError, not a RecursionError."""
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    m.add_module("loop", m)
+    with pytest.raises(KeyEncodingError, match="contains itself"):
+        key(m)

@@ -76,7 +76,7 @@ def _frame_body(df: pd.DataFrame) -> bytes:
     out += canonical(dict(df.attrs)) + u64(df.shape[1])
     dtypes = set(df.dtypes)
     dtype = dtypes.pop() if len(dtypes) == 1 else None
-    if df.shape[1] > 1 and isinstance(dtype, np.dtype) and not dtype.hasobject:
+    if df.shape[1] > 1 and isinstance(dtype, np.dtype) and dtype.kind in "biufc":
         # One numpy dtype: the same bytes as column by column, from one 2-D view (no Series).
         values = df.to_numpy()
         if not values.flags.f_contiguous:

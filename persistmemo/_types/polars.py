@@ -25,6 +25,9 @@ def _frame_body(df: pl.DataFrame) -> bytes:
     from persistmemo._types.arrow import chunked_body
 
     out = text("polars.DataFrame") + _schema(df.schema)
+    if any("Object" in str(dtype) for dtype in df.schema.values()):
+        # polars hands Object columns to Arrow as pointers: never a key
+        raise Unsupported("polars Object columns hold arbitrary Python objects")
     try:
         table = df.to_arrow()
     except Exception as exc:  # Object columns have no Arrow form

@@ -116,11 +116,14 @@ def _one_module(path: str, m: torch.nn.Module) -> bytes:
 
 def _module_body(m: torch.nn.Module) -> bytes:
     parts = []
-    for path, sub in m.named_modules(remove_duplicate=False):
-        try:
-            parts.append(_one_module(path, sub))
-        except Unsupported as exc:
-            raise Unsupported(f"submodule {path or '<root>'!r}: {exc}") from None
+    try:
+        for path, sub in m.named_modules(remove_duplicate=False):
+            try:
+                parts.append(_one_module(path, sub))
+            except Unsupported as exc:
+                raise Unsupported(f"submodule {path or '<root>'!r}: {exc}") from None
+    except RecursionError:
+        raise Unsupported("the module contains itself (a cycle of submodules)") from None
     return text("torch.nn.Module") + seq(parts)
 
 
