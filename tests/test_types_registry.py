@@ -122,3 +122,28 @@ def test_every_type_on_a_disk_cache_without_pickle(
             got = same(i, v)
             assert type(got) is type(v)
     assert calls == list(range(len(values)))
+
+
+def test_keys_are_identical_across_processes_and_hash_seeds() -> None:
+    """Keys of tensors, modules, frames, tables and sparse matrices do not vary by process."""
+    for lib in ("torch", "pandas", "pyarrow", "polars", "scipy"):
+        need(lib)
+    code = (
+        "import numpy as np, torch, pandas as pd, pyarrow as pa, polars as pl\n"
+        "import scipy.sparse as sp\n"
+        "from blake3 import blake3\n"
+        "from persistmemo.keys import canonical_bytes\n"
+        "torch.manual_seed(0)\n"
+        "values = [torch.arange(6.0).reshape(2, 3), torch.nn.Sequential(torch.nn.Linear(2, 2),"
+        " torch.nn.ReLU()), pd.DataFrame({'a': [1, 2], 's': ['x', None], 'c': pd.Categorical("
+        "['u', 'v'])}), pa.table({'a': [1, None]}), pl.DataFrame({'a': ['x']}),"
+        " sp.csr_matrix(np.eye(3)), {frozenset({1, 2}): pd.Timestamp('2024', tz='UTC')}]\n"
+        "print(blake3(b''.join(canonical_bytes(v) for v in values)).hexdigest())\n")
+    outs = set()
+    for seed in ("1", "2"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert proc.returncode == 0, proc.stderr
+        outs.add(proc.stdout.strip())
+    assert len(outs) == 1
