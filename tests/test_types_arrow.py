@@ -121,3 +121,22 @@ def test_polars_object_columns_are_refused() -> None:
     df = pl.DataFrame({"o": pl.Series([object()], dtype=pl.Object)})
     with pytest.raises(KeyEncodingError, match="Object"):
         key(df)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-(2**31), 2**31)),
+                          st.one_of(st.none(), st.text(max_size=3))), max_size=12),
+       st.integers(0, 12))
+def test_property_polars_chunking_and_round_trip(rows: list[Any], cut: int) -> None:
+    """polars frames: a re-chunked copy shares the key, the frame round-trips with dtypes."""
+    pl = need("polars")
+    df = pl.DataFrame({"i": [r[0] for r in rows], "s": [r[1] for r in rows]},
+                      schema={"i": pl.Int64, "s": pl.String})
+    chunked = pl.concat([df[:cut], df[cut:]], rechunk=False)
+    assert key(df) == key(chunked)
+    back = roundtrip(chunked)
+    assert back.equals(df) and back.schema == df.schema
+    if rows:
+        changed = df.with_columns(pl.Series("i", [None if rows[0][0] is not None else 1]
+                                            + [r[0] for r in rows[1:]], dtype=pl.Int64))
+        assert key(changed) != key(df)
