@@ -88,30 +88,45 @@ def _function_id(fn: Any) -> bytes:
     return text(function_identity(fn)) + text(code_fingerprint(fn))
 
 
-def _attr_body(name: str, value: Any) -> bytes:
-    if isinstance(value, (torch.Tensor, torch.nn.Module)):
-        return b""  # registered tensors and submodules are encoded in their own places
+def _attrs_body(m: torch.nn.Module) -> bytes:
+    """Public attributes (hyper-parameters): plain values in one canonical tuple, functions by
+    identity; registered tensors and submodules are encoded in their own places."""
     import types
 
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return text(name) + b"f" + _function_id(value)
+    plain, funcs = [], []
+    for k in sorted(vars(m)):
+        v = vars(m)[k]
+        if k.startswith("_") or k in _MODULE_SKIP or isinstance(v, (torch.Tensor, torch.nn.Module)):
+            continue
+        if isinstance(v, (types.FunctionType, types.BuiltinFunctionType)):
+            funcs.append(text(k) + _function_id(v))
+        else:
+            plain.append((k, v))
     try:
-        return text(name) + b"v" + canonical(value)
-    except Unsupported as exc:
-        raise Unsupported(f"attribute {name!r}: {exc}; give the class a __persistmemo_key__"
-                          " method or register_key_encoder() it") from None
+        body = canonical(tuple(plain))
+    except Unsupported:
+        for k, v in plain:  # name the attribute that has no encoding
+            try:
+                canonical(v)
+            except Unsupported as exc:
+                raise Unsupported(f"attribute {k!r}: {exc}; give the class a "
+                                  "__persistmemo_key__ method or register_key_encoder() it"
+                                  ) from None
+        raise
+    return body + seq(funcs)
 
 
 def _one_module(path: str, m: torch.nn.Module) -> bytes:
-    out = text(path) + class_identity(type(m)) + (b"T" if m.training else b"F")
-    attrs = sorted((k, v) for k, v in vars(m).items()
-                   if not k.startswith("_") and k not in _MODULE_SKIP)
-    out += seq(p for p in (_attr_body(k, v) for k, v in attrs) if p)
+    out = text(path) + class_identity(type(m)) + (b"T" if m.training else b"F") + _attrs_body(m)
     for hooks in _HOOKS:
-        out += seq(_function_id(h) for h in getattr(m, hooks, {}).values())
+        found = getattr(m, hooks, None)
+        out += seq(_function_id(h) for h in found.values()) if found else _EMPTY
     tensors = sorted([*m._parameters.items(), *m._buffers.items()], key=lambda kv: kv[0])
     out += seq(text(k) + (b"N" if t is None else _tensor_body(t)) for k, t in tensors)
     return out
+
+
+_EMPTY = u64(0)
 
 
 def _module_body(m: torch.nn.Module) -> bytes:
