@@ -147,3 +147,28 @@ def test_keys_are_identical_across_processes_and_hash_seeds() -> None:
         assert proc.returncode == 0, proc.stderr
         outs.add(proc.stdout.strip())
     assert len(outs) == 1
+
+
+GOLDEN = {  # blake3(canonical_bytes(value))[:32]: the persisted key format of these types
+    "tensor": "a986d8a2dc75ac009c43c25c355383ae",
+    "bf16": "be14808fa093bd8ed958488d8c895e12",
+    "series": "ddb3e855aa9d46fdf60ab17ce8077a90",
+    "table": "e42ffdee4820a4b12ec9c90bf2de8d4b",
+    "sparse": "f727d51ebfd9bf15c46116b0ad2258d2",
+}
+
+
+def test_golden_keys_of_third_party_types() -> None:
+    """The key bytes of fixed tensors, a Series, a Table and a sparse matrix never change."""
+    from blake3 import blake3
+
+    torch, pd, pa, sp = need("torch"), need("pandas"), need("pyarrow"), need("scipy.sparse")
+    values = {
+        "tensor": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "bf16": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+        "series": pd.Series([1.0, 2.0], name="x"),
+        "table": pa.table({"a": pa.array([1, None], pa.int64()), "s": ["p", "q"]}),
+        "sparse": sp.csr_matrix(np.eye(2)),
+    }
+    got = {k: blake3(canonical_bytes(v)).hexdigest()[:32] for k, v in values.items()}
+    assert got == GOLDEN
