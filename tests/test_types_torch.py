@@ -223,3 +223,10 @@ def test_cyclic_module_is_a_key_error() -> None:
     m.add_module("loop", m)
     with pytest.raises(KeyEncodingError, match="contains itself"):
         key(m)
+
+
+def test_library_errors_become_key_errors() -> None:
+    """A tensor torch cannot flatten (nested) is a KeyEncodingError, not a raw RuntimeError."""
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged)
+    with pytest.raises(KeyEncodingError):
+        key(nested)

@@ -87,8 +87,33 @@ def _lookup(cls: type, table: dict[tuple[str, str], str]) -> str | None:
 
 def key_encoder(cls: type) -> Callable[[Any], bytes] | None:
     """Return the canonical key encoder for instances of ``cls``, or None if none handles it."""
+    try:
+        return _KEY_CACHE[cls]
+    except KeyError:
+        pass
     name = _lookup(cls, _KEY_TYPES)
-    return None if name is None else _module(name).key_encoder(cls)
+    enc = None if name is None else _guarded(_module(name).key_encoder(cls))
+    if len(_KEY_CACHE) < 10_000:  # classes made on the fly must not grow it without bound
+        _KEY_CACHE[cls] = enc
+    return enc
+
+
+def _guarded(enc: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """Turn a library's own error (RuntimeError, ArrowInvalid, RecursionError...) into
+    :class:`Unsupported`, so the caller gets a KeyEncodingError naming the argument."""
+
+    def encode(value: Any) -> bytes:
+        try:
+            return enc(value)
+        except Unsupported:
+            raise
+        except Exception as exc:
+            raise Unsupported(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    return encode
+
+
+_KEY_CACHE: dict[type, Callable[[Any], bytes] | None] = {}
 
 
 def value_encoder(cls: type) -> Callable[[Any], Carrier] | None:
