@@ -196,3 +196,34 @@ def test_homogeneous_fast_path_gives_the_column_by_column_key() -> None:
                             pd.DataFrame(arr[:, 2:], columns=[2, 3, 4])], axis=1)
         assert key(wide) == key(by_column) == key(blocks)
         assert key(pd.DataFrame(np.ascontiguousarray(arr))) == key(wide)
+
+
+ROWS = st.lists(st.tuples(
+    st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+    st.one_of(st.none(), st.text(max_size=4)),
+    st.sampled_from(["lo", "mid", "hi"]),
+    st.one_of(st.none(), st.integers(0, 10**9)),
+    st.one_of(st.none(), st.booleans()),
+    st.floats(allow_nan=True, allow_infinity=True, width=32)), max_size=10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ROWS, st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]))
+def test_property_extension_dtypes_round_trip_and_key(rows: list[Any], tz: str) -> None:
+    """Nullable ints/bools, strings, categoricals, tz datetimes, float32: exact round trips;
+    a deep copy shares the key; changing one NA into a value does not."""
+    cols = list(zip(*rows)) if rows else [()] * 6
+    df = pd.DataFrame({
+        "n": pd.array(list(cols[0]), dtype="Int64"),
+        "s": pd.array(list(cols[1]), dtype="string"),
+        "c": pd.Categorical(list(cols[2]), categories=["hi", "mid", "lo"], ordered=True),
+        "t": pd.to_datetime(list(cols[3]), unit="s", utc=True).tz_convert(tz),
+        "b": pd.array(list(cols[4]), dtype="boolean"),
+        "f": np.array(cols[5], dtype=np.float32),
+    })
+    assert_frame_equal(roundtrip(df), df, check_exact=True)
+    assert key(df) == key(df.copy(deep=True))
+    if rows and rows[0][0] is None:
+        changed = df.copy()
+        changed.loc[0, "n"] = 0
+        assert key(changed) != key(df)

@@ -148,8 +148,15 @@ def _refuse(v: Any) -> bytes:
 def ipc_bytes(table: pa.Table | pa.RecordBatch) -> pa.Buffer:
     """Serialize to one Arrow IPC stream (data only: no pickled extension types)."""
     sink = pa.BufferOutputStream()
+    batches = table.to_batches() if isinstance(table, pa.Table) else [table]
+    if not batches and table.num_columns and all(c.num_chunks for c in table.columns):
+        # An empty table writes no batch, and its dictionaries (pandas categories) would be
+        # lost: write its empty chunks as one batch.
+        batches = [pa.RecordBatch.from_arrays([c.chunk(0) for c in table.columns],
+                                              schema=table.schema)]
     with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write(table)
+        for batch in batches:
+            writer.write_batch(batch)
     return sink.getvalue()
 
 
