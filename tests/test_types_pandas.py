@@ -227,3 +227,26 @@ def test_property_extension_dtypes_round_trip_and_key(rows: list[Any], tz: str) 
         changed = df.copy()
         changed.loc[0, "n"] = 0
         assert key(changed) != key(df)
+
+
+def test_names_freq_and_non_arrow_columns_round_trip() -> None:
+    """Tuple/int label names, a DatetimeIndex freq, complex and float16 columns come back."""
+    df = pd.DataFrame({"z": np.array([1 + 2j, 3j]), "h": np.array([1, 2], np.float16),
+                       "a": [1, 2]},
+                      index=pd.date_range("2024-01-01", periods=2, freq="h", tz="UTC"))
+    df.index.name = ("when", 1)
+    df.columns.name = 7
+    back = roundtrip(df)
+    assert_frame_equal(back, df, check_exact=True, check_freq=True)
+    assert back.index.freq == df.index.freq and back.index.name == ("when", 1)
+    idx = pd.date_range("2024", periods=3, freq="D", name="d")
+    assert roundtrip(idx).freq == idx.freq
+
+
+def test_frames_arrow_would_alter_are_refused_not_altered() -> None:
+    """A MultiIndex level Arrow would turn from int to float is refused, never changed."""
+    from persistmemo.errors import SerializationError
+
+    mi = pd.MultiIndex.from_arrays([[1, None], ["a", "b"]])
+    with pytest.raises(SerializationError, match="survive Arrow"):
+        roundtrip(pd.Series([1, 2], index=mi))

@@ -9,8 +9,7 @@ through the Arrow stream encoding; object values one by one with the canonical e
 ``RangeIndex`` is keyed by its values, like the equal int64 ``Index`` (pandas treats them as
 equivalent); a ``MultiIndex`` by its level values, so differently built equal indexes agree.
 
-Results: Arrow IPC with pandas' own metadata (``pa.Table.from_pandas`` / ``to_pandas``); a frame
-whose dtypes would not come back identical is refused (not stored) with the reason.
+Results: see :mod:`persistmemo._types._pandas_values`.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from persistmemo._types import Carrier, Unsupported
+from persistmemo._types import Unsupported
 from persistmemo._types._common import canonical, ndarray_body, seq, text, u64
-from persistmemo.errors import SerializationError
+from persistmemo._types._pandas_values import decode as decode
+from persistmemo._types._pandas_values import value_encoder as value_encoder
 
 
 def _objects(values: Any) -> bytes:
@@ -120,95 +120,3 @@ def key_encoder(cls: type) -> Callable[[Any], bytes]:
         if enc is not None and base.__module__.startswith("pandas"):
             return enc
     raise Unsupported(f"{cls.__qualname__} is not supported")
-
-
-# -- results -----------------------------------------------------------------------------------
-
-
-def _to_arrow(df: pd.DataFrame) -> Any:
-    import pyarrow as pa
-
-    if not df.columns.is_unique:
-        raise SerializationError("cannot store a DataFrame with duplicate column names")
-    table = pa.Table.from_pandas(df)
-    back = table.slice(0, 0).to_pandas()  # rebuilding no rows shows the dtypes we would return
-    if not (back.dtypes.equals(df.dtypes) and back.columns.equals(df.columns)
-            and type(back.index) is type(df.index) and back.index.dtype == df.index.dtype
-            and back.columns.dtype == df.columns.dtype):
-        raise SerializationError(
-            "this DataFrame's dtypes do not survive Arrow exactly; convert the columns to "
-            "explicit dtypes or use serializer='pickle' with a secret")
-    from persistmemo._types.arrow import ipc_bytes
-
-    return ipc_bytes(table)
-
-
-def _objects_payload(values: Any) -> bytes:
-    """An object column's values with persistmemo's own msgpack codec (exact Python types)."""
-    from persistmemo._msgpack_ext import _pack
-
-    return b"".join(_pack(list(values), "surrogatepass"))
-
-
-def _encode_frame(df: pd.DataFrame) -> Carrier:
-    """Arrow IPC for typed columns; object columns (mixed Python values) with msgpack."""
-    objects = [i for i, dt in enumerate(df.dtypes) if isinstance(dt, np.dtype) and dt.hasobject]
-    if not objects:
-        return Carrier("pandas:frame", None, [_to_arrow(df)])
-    typed = df.iloc[:, [i for i in range(df.shape[1]) if i not in set(objects)]]
-    columns = _to_arrow(pd.DataFrame(index=df.columns))
-    payloads = [_objects_payload(df.iloc[:, i]) for i in objects]
-    return Carrier("pandas:frame", {"objects": objects},
-                   [_to_arrow(typed), columns, *payloads])
-
-
-def _encode_series(s: pd.Series) -> Carrier:
-    unnamed = s.name is None
-    carrier = _encode_frame(s.to_frame(name="__series__" if unnamed else s.name))
-    return Carrier("pandas:series", {"unnamed": unnamed, "frame": carrier.meta},
-                   carrier.buffers)
-
-
-def _encode_index(idx: pd.Index) -> Carrier:
-    return Carrier("pandas:index", None, [_to_arrow(pd.DataFrame(index=idx))])
-
-
-def _decode_frame(meta: Any, buffers: list[memoryview]) -> pd.DataFrame:
-    from persistmemo._msgpack_ext import _unpack
-    from persistmemo._types.arrow import read_ipc
-
-    df = read_ipc(buffers[0]).to_pandas()
-    if not meta:
-        return df
-    columns = read_ipc(buffers[1]).to_pandas().index
-    for n, (pos, raw) in enumerate(zip(meta["objects"], buffers[2:], strict=True)):
-        values = pd.Series(_unpack(raw), index=df.index, dtype=object)
-        df.insert(int(pos), f"__persistmemo_{n}", values)
-    df.columns = columns
-    return df
-
-
-def value_encoder(cls: type) -> Callable[[Any], Carrier] | None:
-    """Return the result encoder of a pandas class, or None."""
-    if issubclass(cls, pd.DataFrame):
-        return _encode_frame
-    if issubclass(cls, pd.Series):
-        return _encode_series
-    if issubclass(cls, pd.Index):
-        return _encode_index
-    return None
-
-
-def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
-    """Rebuild a stored pandas value."""
-    from persistmemo._types.arrow import read_ipc
-
-    if name == "frame":
-        return _decode_frame(meta, buffers)
-    if name == "series":
-        s = _decode_frame(meta["frame"], buffers).iloc[:, 0]
-        return s.rename(None) if meta["unnamed"] else s
-    if name == "index":
-        return read_ipc(buffers[0]).to_pandas().index
-    raise ValueError(f"unknown pandas carrier {name!r}")
-
