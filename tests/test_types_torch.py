@@ -230,3 +230,15 @@ def test_library_errors_become_key_errors() -> None:
     nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged)
     with pytest.raises(KeyEncodingError):
         key(nested)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "mps", "xpu:1", "meta"])
+def test_absent_accelerators_fall_back_to_cpu(device: str) -> None:
+    """Entries computed on an accelerator absent here load on the CPU (one warning each)."""
+    from persistmemo._types import torch as pm_torch
+
+    if pm_torch._exists(torch.device(device)) and device != "meta":
+        pytest.skip(f"{device} exists here")
+    pm_torch._warned_devices.discard(device)
+    with pytest.warns(pm_torch.DeviceFallbackWarning):
+        assert pm_torch._device(device).type in ("cpu", "meta")

@@ -209,14 +209,7 @@ def _dtype(name: Any) -> torch.dtype:
 def _device(name: str) -> torch.device:
     """The stored device if it exists here, else the CPU (with one warning per device)."""
     device = torch.device(name)
-    kind = device.type
-    if kind == "cpu":
-        return device
-    backend = getattr(torch, kind, None)
-    ok = backend is not None and backend.is_available()
-    if ok and device.index is not None and backend is not None:
-        ok = device.index < backend.device_count()
-    if ok:
+    if device.type == "cpu" or _exists(device):
         return device
     if name not in _warned_devices:
         _warned_devices.add(name)
@@ -225,6 +218,19 @@ def _device(name: str) -> torch.device:
         logging.getLogger("persistmemo").warning("%s", msg)
         warnings.warn(msg, DeviceFallbackWarning, stacklevel=2)
     return torch.device("cpu")
+
+
+def _exists(device: torch.device) -> bool:
+    """Whether ``device`` (cuda:1, mps, xpu:0, ...) is usable in this process."""
+    try:
+        if device.type == "mps":
+            return bool(torch.backends.mps.is_available())
+        backend = getattr(torch, device.type, None)
+        if backend is None or not backend.is_available():
+            return False
+        return device.index is None or device.index < backend.device_count()
+    except Exception:  # a backend without these functions: treat as absent
+        return False
 
 
 def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
