@@ -228,7 +228,7 @@ def _exists(device: torch.device) -> bool:
         backend = getattr(torch, device.type, None)
         if backend is None or not backend.is_available():
             return False
-        return device.index is None or device.index < backend.device_count()
+        return device.index is None or device.index < int(backend.device_count())
     except Exception:  # a backend without these functions: treat as absent
         return False
 
