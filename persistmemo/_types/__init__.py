@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import struct
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -183,8 +182,3 @@ def decode_value(data: bytes, take: Callable[[int, int], memoryview]) -> Any:
 
 
 _DECODERS = frozenset(_VALUE_TYPES.values())
-
-
-def loaded(module: str) -> Any:
-    """Return the library module if the caller already imported it, else None."""
-    return sys.modules.get(module)
