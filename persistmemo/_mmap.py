@@ -3,7 +3,9 @@
 diskcache keeps every value of 32 KiB or more in a file of its own, written once and never
 modified in place. With ``mmap=True`` a hit on such an entry maps the file instead of reading
 it: numpy arrays in the result are read-only views of the mapping, shared through the page cache
-by every process that opens the same entry. The entry's integrity is still checked (the same
+by every process that opens the same entry; torch tensors are zero-copy too (the mapping is
+copy-on-write, so an in-place op changes a private copy, never the file). The entry's integrity
+is still checked (the same
 BLAKE3 check as a normal read, over the mapping); a file that verified once is remembered by its
 device, inode, size and modification time, so later hits in the process cost milliseconds
 whatever the size. Anything else (small entries, other stores, pickle, compressed payloads)
@@ -59,8 +61,10 @@ class _MappedBackend:
                 st = os.fstat(f.fileno())
                 if st.st_size == 0:
                     return backend.get(key)
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except FileNotFoundError:  # culled between the SELECT and the open
+                # Copy-on-write: pages are shared with the page cache until written, and a
+                # write (a tensor's in-place op) changes a private copy, never the file.
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except OSError:  # culled between the SELECT and the open, or no address space
             return backend.get(key)
         return _Mapping(mm, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, key))
 

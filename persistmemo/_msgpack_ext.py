@@ -466,7 +466,9 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
         return np.empty(shape, dtype=dtype)
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
     if len(state) > 2 and not state[2]:  # mmap=True: a read-only view of the mapped file
-        return flat.reshape(shape)
+        view = flat.reshape(shape)
+        view.flags.writeable = False
+        return view
     return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
 
 

@@ -89,3 +89,20 @@ def test_mmap_is_ignored_on_other_stores_and_with_compression(tmp_path: Path) ->
         g(100_000)
         hit = g(100_000)
         assert hit.flags.writeable and not hit.any() and g.cache_info().hits == 1
+
+
+def test_tensor_hits_are_zero_copy_and_writes_stay_private(tmp_path: Path) -> None:
+    """A tensor hit maps the file copy-on-write: in-place ops never reach the stored entry."""
+    torch = pytest.importorskip("torch")
+    with Cache(tmp_path / "c", mmap=True) as cache:
+
+        @cache.memoize
+        def make(n: int) -> Any:
+            return torch.arange(n, dtype=torch.bfloat16)
+
+        make(50_000)
+        hit = make(50_000)
+        assert hit.dtype == torch.bfloat16 and torch.equal(hit, make.__wrapped__(50_000))
+        hit.add_(1)  # a private copy of the touched pages
+        again = make(50_000)
+        assert torch.equal(again, make.__wrapped__(50_000)) and make.cache_info().hits == 2

@@ -249,7 +249,11 @@ def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
     t = torch.empty(shape, dtype=dtype)
     if t.numel() * t.element_size() != raw.nbytes:
         raise ValueError("tensor buffer has the wrong size")
-    if raw.nbytes:
+    if raw.nbytes and not raw.readonly:
+        # mmap=True maps entries copy-on-write: a zero-copy tensor over the mapping is safe
+        # (in-place ops change private pages, never the stored file).
+        t = torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(shape)
+    elif raw.nbytes:
         t.reshape(-1).view(torch.uint8).numpy()[:] = np.frombuffer(raw, np.uint8)
     device = _device(str(meta["device"]))
     return t if device.type == "cpu" else t.to(device)
