@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
-from persistmemo._engine import CacheInfo, UncacheableResultWarning
+from persistmemo._engine import UncacheableResultWarning
+from persistmemo._stats import CacheInfo
 from persistmemo.backends.base import MISSING, Backend, Lock, Missing
 from persistmemo.errors import (
     BackendError,

@@ -1,84 +1,98 @@
-"""``memoize`` and the typed wrappers it returns (sync and async share one engine)."""
+"""``memoize`` and the typed wrappers it returns (sync and async run one engine protocol)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from persistmemo._engine import CacheInfo, Engine
-from persistmemo.backends.base import MISSING
-from persistmemo.config import seconds
-from persistmemo.errors import BackendError, ConfigurationError
+from persistmemo._drivers import async_driver, sync_driver
+from persistmemo._engine import Engine
+from persistmemo._options import KEY_OPTIONS, check_options
+from persistmemo.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import datetime as _dt
 
-    from persistmemo._cache import Cache
+    from persistmemo._stats import CacheInfo
+    from persistmemo._store import Store
     from persistmemo.codec import Serializer
 
 __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_OPTIONS = frozenset({"ttl", "version", "ignore", "namespace", "key", "serializer", "lock",
-                      "lock_ttl", "lock_wait", "compress", "compress_threshold", "mmap"})
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200  # inspect.CO_*
 
 
-class _MemoizedBase(Generic[P, R]):
+class _MemoizedMeta(type):
+    """``isinstance(f, Memoized)`` is true of the function ``memoize`` returns, too."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return (type.__instancecheck__(cls, obj)
+                or type.__instancecheck__(cls, getattr(obj, "__memoized__", None)))
+
+
+class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
     """State shared by the sync and async wrappers; the engine is built on first use."""
 
     __wrapped__: Callable[..., Any]
+    _driver: Callable[..., Callable[..., Any]]
 
-    def __init__(self, cache: Cache | None, func: Callable[..., Any], options: dict[str, Any]
+    def __init__(self, cache: Store | None, func: Callable[..., Any], options: dict[str, Any]
                  ) -> None:
+        from persistmemo._store import check_namespace
         from persistmemo.keys import KeyBuilder
 
-        unknown = set(options) - _OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown memoize option(s) {sorted(unknown)!r}; known: {sorted(_OPTIONS)!r}")
+        self._given = dict(options)  # as given: pickling by value rebuilds from them
+        engine_opts = check_options(options, where="memoize", extra=KEY_OPTIONS)
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
         self._cache = cache  # None: the default cache, resolved at the first call
-        self._options = options
+        self._options = engine_opts
         namespace = options.get("namespace") or (cache.namespace if cache else "default")
         if options.get("namespace") is not None:
-            from persistmemo._cache import check_namespace
-
             check_namespace(namespace)
-        seconds(options.get("ttl"), "ttl")
-        if "compress" in options or "compress_threshold" in options:  # fail at decoration
-            from persistmemo._compress import parse_compress
-
-            parse_compress(options.get("compress", "zstd"), options.get("compress_threshold"))
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
                                ignore=options.get("ignore") or (), key=options.get("key"))
         self._engine: Engine | None = None
 
     def _start(self) -> Engine:
-        from persistmemo._cache import default_cache, make_codec
+        from persistmemo._store import default_cache, make_codec
 
         cache = self._cache or default_cache()
-        o = self._options
-        engine = Engine(
-            cache, self.keys, self.__wrapped__,
-            ttl=seconds(o["ttl"], "ttl") if "ttl" in o else cache.ttl,
-            lock=cache.lock if o.get("lock") is None else bool(o["lock"]),
-            lock_ttl=seconds(o.get("lock_ttl"), "lock_ttl") or cache.lock_ttl,
-            lock_wait=seconds(o["lock_wait"], "lock_wait") if "lock_wait" in o
-            else cache.lock_wait,
-        )
-        if o.get("serializer") is not None or "compress" in o or "compress_threshold" in o:
-            compress = (o.get("compress", cache._compress[0]),
-                        o.get("compress_threshold", cache._compress[1]))
-            engine.codec = make_codec(o.get("serializer") or cache._serializer, cache._secret,
-                                      cache._verify_keys, *compress)
-        if cache.mmap if o.get("mmap") is None else o["mmap"]:
+        options = cache.options.merged(self._options)
+        codec, backend = cache.codec, cache.backend
+        if {"serializer", "compress", "compress_threshold"} & set(self._options):
+            codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
+                               options.compress, options.compress_threshold)
+        if options.mmap:
             from persistmemo._mmap import mapped
 
-            engine.cache, engine.codec = mapped(cache, engine.codec, self.keys.identity)
-        self._engine = engine
-        return engine
+            backend, codec = mapped(backend, codec, self.keys.identity)
+        self._engine = Engine(keys=self.keys, func=self.__wrapped__, options=options,
+                              codec=codec, backend=backend, breaker=cache.breaker,
+                              stats=cache.stats)
+        return self._engine
+
+    def entry(self) -> Callable[..., Any]:
+        """The function handed to the user: a driver bound to this object, with its methods.
+
+        A plain function (not this object) so that a memoized recursion costs two frames and
+        two units of the recursion limit per level, and pickles like the function it wraps.
+        """
+        fn: Any = self._driver(Engine.call, self)
+        functools.update_wrapper(fn, self.__wrapped__)
+        public: dict[str, Any] = {}
+        for klass in reversed(type(self).__mro__):
+            public.update((k, v) for k, v in vars(klass).items() if not k.startswith("_"))
+        for name, attr in public.items():
+            if not isinstance(attr, property):  # (a property would run now: engine builds)
+                setattr(fn, name, getattr(self, name))
+        fn.keys = self.keys
+        fn.memo = fn.__memoized__ = self
+        entry: Callable[..., Any] = fn
+        return entry
 
     @property
     def engine(self) -> Engine:
@@ -95,21 +109,11 @@ class _MemoizedBase(Generic[P, R]):
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the stored result of ``f(*args, **kwargs)``; return whether there was one."""
-        engine = self.engine
-        try:
-            return engine.cache.backend.delete(self.keys(args, kwargs))
-        except BackendError as exc:
-            engine.cache.backend_failed(exc)
-            return False
+        return self.engine.invalidate(self.keys(args, kwargs))
 
     def cache_clear(self) -> int:
         """Delete every stored result of this function (all versions); return how many."""
-        engine = self.engine
-        try:
-            return engine.cache.backend.clear(self.keys.prefix)
-        except BackendError as exc:
-            engine.cache.backend_failed(exc)
-            return 0
+        return self.engine.clear()
 
     def cache_info(self) -> CacheInfo:
         """Return this function's counters in this process (hits, misses, stores, ...)."""
@@ -118,142 +122,104 @@ class _MemoizedBase(Generic[P, R]):
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return _Bound(self, obj)
+        entry = self.__dict__.get("_entry")
+        if entry is None:
+            entry = self.__dict__["_entry"] = self.entry()
+        return _Bound(entry, obj)
 
     def __repr__(self) -> str:
         return f"<memoized {self.keys.identity}>"
 
-    def __reduce__(self) -> str:
-        # Pickle by reference (like a plain function), so multiprocessing can send it to
-        # workers: the receiving process imports the module and finds the same memoized object.
-        return str(self.__qualname__)  # type: ignore[attr-defined]
+    def __reduce__(self) -> Any:
+        from persistmemo._pickling import reduce_memoized
+
+        return reduce_memoized(self)
 
 
 class Memoized(_MemoizedBase[P, R]):
     """A memoized function: call it like the original; it gains cache methods."""
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        engine = self._engine or self._start()
-        return engine.call(args, kwargs)  # type: ignore[no-any-return]
+    _driver = staticmethod(sync_driver)
 
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Recompute ``f(*args, **kwargs)``, store it (replacing any entry) and return it."""
-        engine = self.engine
-        key = self.keys(args, kwargs)
-        return engine._run_and_store(key, args, kwargs, None)  # type: ignore[no-any-return]
+    if TYPE_CHECKING:
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def map(self, calls: Iterable[Any]) -> list[R]:
-        """Return ``[f(*c) for c in calls]`` with one batched lookup and one batched store.
+        def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+            """Recompute ``f(*args, **kwargs)``, store it (replacing any entry), return it."""
+
+        def map(self, calls: Iterable[Any], /) -> list[R]:
+            """Return ``[f(*c) for c in calls]`` with one batched lookup."""
+    else:
+        __call__ = sync_driver(Engine.call)
+        refresh = sync_driver(Engine.refresh)
+        map = sync_driver(Engine.map)
+        refresh.__doc__ = "Recompute ``f(*args, **kwargs)``, store it (replacing any entry)."
+        map.__doc__ = """Return ``[f(*c) for c in calls]`` with one batched lookup.
 
         Each item is a tuple of positional arguments; any other item is a single argument.
+        Hits are read in one batch; each miss is computed once (single-flight) and stored.
         """
-        engine = self.engine
-        arglists = [c if type(c) is tuple else (c,) for c in calls]
-        keys = [self.keys(a, {}) for a in arglists]
-        cache = engine.cache
-        found: list[Any] = [MISSING] * len(keys)
-        if cache.available() and keys:
-            try:
-                raws = cache.backend.get_many(keys)
-                found = [engine.decode(r, k) for r, k in zip(raws, keys)]
-            except BackendError as exc:
-                cache.backend_failed(exc)
-        results: list[Any] = []
-        todo: dict[str, bytes] = {}
-        computed: dict[str, Any] = {}
-        for a, k, v in zip(arglists, keys, found):
-            if v is not MISSING:
-                results.append(engine.hit(v))
-            elif k in computed:
-                results.append(computed[k])
-            else:
-                engine._miss_counted()
-                value = computed[k] = self.__wrapped__(*a)
-                raw = engine.encode(value, k, 0.0)
-                if raw is not None:
-                    todo[k] = raw
-                results.append(value)
-        if todo and cache.available():
-            try:
-                cache.backend.set_many(list(todo.items()), ttl=engine.ttl)
-                engine.stats.stores += len(todo)
-            except BackendError as exc:
-                cache.backend_failed(exc)
-        return results
 
 
 class AsyncMemoized(_MemoizedBase[P, R]):
     """A memoized ``async def`` function: awaiting it never blocks the event loop on I/O.
 
-    :func:`wrap` hands out a real ``async def`` function carrying this object's methods as
-    attributes, so ``inspect.iscoroutinefunction()`` is true on every Python version.
+    ``memoize`` returns a real ``async def`` function bound to it (see :meth:`entry`), so
+    ``inspect.iscoroutinefunction()`` is true, and ``isinstance(f, AsyncMemoized)`` too.
     """
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        engine = self._engine or self._start()
-        return engine.acall(args, kwargs)
+    _driver = staticmethod(async_driver)
 
-    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Recompute, store and return ``await f(*args, **kwargs)``."""
-        engine = self.engine
-        key = self.keys(args, kwargs)
-        return await engine._arun_and_store(key, args, kwargs, None)  # type: ignore[no-any-return]
+    if TYPE_CHECKING:
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
 
+        async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+            """Recompute, store and return ``await f(*args, **kwargs)``."""
 
-_ASYNC_ATTRS = ("cache_key", "explain_key", "invalidate", "cache_clear", "cache_info", "refresh",
-                "keys")
-
-
-def _async_function(memo: AsyncMemoized[Any, Any], func: Callable[..., Any]) -> Any:
-    @functools.wraps(func)
-    async def memoized(*args: Any, **kwargs: Any) -> Any:
-        engine = memo._engine or memo._start()
-        return await engine.acall(args, kwargs)
-
-    for name in _ASYNC_ATTRS:
-        setattr(memoized, name, getattr(memo, name))
-    memoized.memo = memo  # type: ignore[attr-defined]
-    return memoized
+        async def map(self, calls: Iterable[Any], /) -> list[R]:
+            """Return ``[await f(*c) for c in calls]`` with one batched lookup."""
+    else:
+        __call__ = async_driver(Engine.call)
+        refresh = async_driver(Engine.refresh)
+        map = async_driver(Engine.map)
 
 
-class _Bound:
-    """A memoized function bound to an instance (``obj.method``)."""
+class _Bound(functools.partial):  # type: ignore[type-arg]
+    """A memoized method bound to an instance (``obj.method``).
 
-    __slots__ = ("_m", "_obj")
-
-    def __init__(self, memoized: _MemoizedBase[Any, Any], obj: Any) -> None:
-        self._m = memoized
-        self._obj = obj
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._m(self._obj, *args, **kwargs)  # type: ignore[operator]
+    A ``functools.partial`` of the driver function: calling it costs no Python frame of its own
+    (deep recursion through methods), and ``inspect.iscoroutinefunction`` sees through it. The
+    helpers that take call arguments (``cache_key``, ``invalidate``, ...) are bound to the
+    instance too.
+    """
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._m, name)
+        attr = getattr(self.func, name)
         if name in ("cache_key", "explain_key", "invalidate", "refresh"):
-            return functools.partial(attr, self._obj)
+            return functools.partial(attr, *self.args)
         return attr
 
 
-def wrap(cache: Cache | None, func: Callable[..., Any], **options: Any) -> Any:
+def wrap(cache: Store | None, func: Callable[..., Any], **options: Any) -> Any:
     """Wrap ``func`` in the right memoized class for it."""
-    import inspect
-
     if isinstance(func, (staticmethod, classmethod)):
         raise ConfigurationError(
             "put @memoize below @staticmethod/@classmethod (decorate the plain function)")
-    if not (inspect.isfunction(func) or inspect.ismethod(func)):
+    if not isinstance(func, (FunctionType, MethodType)):
         raise ConfigurationError(
             f"memoize() needs a function, got {type(func).__name__}: wrap the callable in a "
             f"def (its identity and code fingerprint come from the function)")
-    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+    flags = getattr(func, "__func__", func).__code__.co_flags  # (no `inspect`: ~10 ms import)
+    if flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
         raise ConfigurationError(
             f"memoize() cannot cache generator function {func.__qualname__}(): its result is "
             f"a one-shot iterator; return a list instead")
-
-    if inspect.iscoroutinefunction(func):
-        return _async_function(AsyncMemoized(cache, func, options), func)
-    return Memoized(cache, func, options)
+    cls = AsyncMemoized if flags & _CO_COROUTINE else Memoized
+    memo: _MemoizedBase[Any, Any] = cls(cache, func, options)
+    parent = func.__qualname__.rpartition(".")[0]
+    if parent and not parent.endswith("<locals>"):
+        return memo  # defined in a class body: a descriptor whose helpers bind the instance
+    return memo.entry()
 
 
 @overload
@@ -278,19 +244,20 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
-    compress: str | None = ...,
+    compress: str | bool | None = ...,
     compress_threshold: int | None = ...,
     mmap: bool | None = ...,
-    cache: Cache | None = ...,
+    cache: Store | None = ...,
 ) -> _Decorator: ...
 
 
-def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) -> Any:
+def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) -> Any:
     """Store a function's results so later calls, in any process, reuse them.
 
     Usable bare (``@memoize``) or with options (``@memoize(ttl=60)``). Without ``cache=``
     it uses the default cache: ``PERSISTMEMO_URL`` if set, else ``$XDG_CACHE_HOME/persistmemo``
-    or ``~/.cache/persistmemo`` (read at the first call, not at import).
+    or ``~/.cache/persistmemo`` (read at the first call, not at import). An option given here
+    overrides the cache's, which overrides the default.
 
     Args:
         ttl: seconds (or ``timedelta``) an entry lives; ``None`` keeps it until evicted.
@@ -303,9 +270,9 @@ def memoize(func: Any = None, /, *, cache: Cache | None = None, **options: Any) 
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
         compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
-            at least that many bytes (see :class:`Cache`).
-        mmap: directory stores: return numpy arrays of stored results (32 KiB and more) as
-            read-only memory-mapped views of the stored file; integrity is still checked.
+            at least that many bytes (default 64 KiB); ``False`` turns the cache's off.
+        mmap: directory stores: return numpy arrays (and tensors) of stored results of 32 KiB
+            and more as memory-mapped views of the stored file; integrity is still checked.
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,
@@ -339,3 +306,5 @@ class _Decorator:
 
     def __call__(self, func: Any, /) -> Any:  # pragma: no cover - typing only
         raise NotImplementedError
+
+

@@ -11,9 +11,9 @@ device, inode, size and modification time, so later hits in the process cost mil
 whatever the size. Anything else (small entries, other stores, pickle, compressed payloads)
 takes the normal path.
 
-The pieces are small wrappers chosen by the memoized function: :class:`MappedCache` stands in
-for its :class:`~persistmemo.Cache` (forwarding everything) with a backend whose ``get`` returns
-an ``mmap`` for file entries, and :class:`MappedCodec` decodes such a mapping without copying.
+The pieces are two small wrappers the memoized function's engine is built with: a backend whose
+``get`` returns a mapping for file entries (everything else is forwarded to the DiskBackend),
+and :class:`MappedCodec`, which decodes such a mapping without copying.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from persistmemo.errors import DecodeError
 
-__all__ = ["MappedCache", "MappedCodec", "mapped"]
+__all__ = ["MappedCodec", "mapped"]
 
 _SELECT = ("SELECT mode, filename FROM Cache"
            " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)")
@@ -85,27 +85,6 @@ class _Mapping:
         return len(self.mm)
 
 
-class MappedCache:
-    """Stands in for a Cache: the same object in every respect but a mapping backend."""
-
-    def __init__(self, cache: Any) -> None:
-        object.__setattr__(self, "_real", cache)
-        object.__setattr__(self, "_mapped", None)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("_backend", "backend"):
-            backend = self._real.backend
-            if type(backend).__name__ != "DiskBackend":
-                return backend  # other stores: nothing to map
-            if self._mapped is None or self._mapped._backend is not backend:
-                object.__setattr__(self, "_mapped", _MappedBackend(backend))
-            return self._mapped
-        return getattr(self._real, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._real, name, value)
-
-
 class MappedCodec:
     """Decodes mapped entries without copying arrays; bytes go to the wrapped codec."""
 
@@ -160,10 +139,12 @@ def _already_verified(identity: tuple[int, int, int, int, str]) -> bool:
         return identity in _verified
 
 
-def mapped(cache: Any, codec: Any, name: str) -> tuple[Any, Any]:
-    """Return the (cache, codec) pair a memoized function uses with ``mmap=True``."""
-    if type(cache.backend).__name__ != "DiskBackend" and name not in _warned:
-        _warned.add(name)
-        logging.getLogger("persistmemo").info(
-            "persistmemo: mmap=True for %s has no effect: the store is not a directory", name)
-    return MappedCache(cache), MappedCodec(codec)
+def mapped(backend: Any, codec: Any, name: str) -> tuple[Any, Any]:
+    """Return the (backend, codec) pair a memoized function uses with ``mmap=True``."""
+    if type(backend).__name__ != "DiskBackend":
+        if name not in _warned:
+            _warned.add(name)
+            logging.getLogger("persistmemo").info(
+                "persistmemo: mmap=True for %s has no effect: the store is not a directory", name)
+        return backend, codec
+    return _MappedBackend(backend), MappedCodec(codec)

@@ -10,6 +10,7 @@ Recognised locations: a directory path (``str``/``Path``), ``file:///path``, ``m
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -20,9 +21,17 @@ from persistmemo.errors import ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["default_directory", "resolve_backend", "seconds"]
+__all__ = ["default_directory", "register_scheme", "resolve_backend", "seconds"]
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+# URL scheme -> factory(url, **options) -> backend. A new backend is one module plus one
+# register_scheme() call; the factories import their drivers lazily.
+_SCHEMES: dict[str, Callable[..., Any]] = {}
+
+
+def register_scheme(*schemes: str, factory: Callable[..., Any]) -> None:
+    """Make ``Cache("<scheme>://...")`` build its store with ``factory(url, **options)``."""
+    for scheme in schemes:
+        _SCHEMES[scheme.lower()] = factory
 _DISK_PARAMS = {"size_limit": int, "busy_timeout": float}
 
 
@@ -92,22 +101,36 @@ def resolve_backend(location: Any = None, **options: Any) -> Backend:
         if not location:
             raise ConfigurationError("location is an empty string")
         return _disk(location, options)
-    parts = urlsplit(location)
-    scheme = parts.scheme.lower()
-    if scheme == "memory":
-        if parts.query or options:
-            raise ConfigurationError("memory:// takes no options")
-        from persistmemo.backends.memory import MemoryBackend
+    scheme = urlsplit(location).scheme.lower()
+    factory = _SCHEMES.get(scheme)
+    if factory is None:
+        raise ConfigurationError(
+            f"unknown cache URL scheme {scheme!r} in location; use a path or one of "
+            f"{sorted(s + '://' for s in _SCHEMES)}"
+        )
+    return factory(location, **options)  # type: ignore[no-any-return]
 
-        return MemoryBackend()
-    if scheme == "file":
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        return _disk(unquote(parts.path), {**query, **options})
-    if scheme in _REDIS_SCHEMES:
-        from persistmemo.backends.redis import RedisBackend
 
-        return RedisBackend(location, **options)
-    raise ConfigurationError(
-        f"unknown cache URL scheme {scheme!r} in location; use a path, file://, memory://, "
-        f"redis://, rediss://, unix:// or redis+cluster://"
-    )
+def _memory(url: str, **options: Any) -> Backend:
+    if urlsplit(url).query or options:
+        raise ConfigurationError("memory:// takes no options")
+    from persistmemo.backends.memory import MemoryBackend
+
+    return MemoryBackend()
+
+
+def _file(url: str, **options: Any) -> Backend:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return _disk(unquote(parts.path), {**query, **options})
+
+
+def _redis(url: str, **options: Any) -> Backend:
+    from persistmemo.backends.redis import RedisBackend
+
+    return RedisBackend(url, **options)
+
+
+register_scheme("memory", factory=_memory)
+register_scheme("file", factory=_file)
+register_scheme("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", factory=_redis)

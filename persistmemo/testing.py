@@ -17,12 +17,20 @@ yields a fresh, empty store; every test below then runs against it::
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from persistmemo.backends.base import MISSING
 
-__all__ = ["BackendContract"]
+__all__ = ["BackendContract", "RedisServer", "command", "free_port"]
 
 
 def _wait_until(predicate: Any, timeout: float = 5.0) -> bool:
@@ -167,3 +175,147 @@ class BackendContract:
             assert await backend.adelete("pm:1:t:f:x:A") is True
 
         asyncio.run(scenario())
+
+
+# -- a private redis-server, shared by the test suite and the benchmarks -----------------------
+# Every server runs as a child on a free loopback port with persistence off, is controlled by pid
+# (SIGSTOP / SIGCONT / SIGKILL), and is killed at exit as a last resort.
+
+_LIVE: set[subprocess.Popen[bytes]] = set()  # every child still running, for the atexit net
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Kill any server a crashed or interrupted session left behind."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(OSError):
+            proc.kill()
+            proc.wait(5)
+
+
+def _port_free(port: int) -> bool:
+    """Tell whether a loopback TCP port can be bound right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """Pick a free loopback port (and port + 10000 too, for a cluster node's bus)."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if _port_free(port) and (not cluster_bus or _port_free(port + 10000)):
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def command(port: int, *args: str, timeout: float = 1.0) -> bytes:
+    """Send one command over a raw socket and return the raw reply (b"" on failure)."""
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(payload)
+            reply = s.recv(65536)
+            if reply.startswith(b"$"):  # bulk string: read until its announced length
+                size = int(reply[1 : reply.index(b"\r\n")])
+                while len(reply) < reply.index(b"\r\n") + 2 + size + 2:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+            return reply
+    except OSError:
+        return b""
+
+
+class RedisServer:
+    """A ``redis-server`` child on a free loopback port, persistence off, controlled by pid."""
+
+    def __init__(self, binary: str, workdir: Path, *extra: str, port: int | None = None,
+                 cpus: set[int] | None = None) -> None:
+        self.binary = binary
+        self.cpus = cpus  # pin the server to these CPUs (benchmarks share one core with it)
+        self.workdir = workdir
+        self.extra = extra
+        self.port = port or free_port(cluster_bus="yes" in extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.start()
+
+    def _pin(self) -> None:  # in the child, before exec
+        if self.cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, self.cpus)
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of this server (db 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.proc is not None, "server not running"
+        return self.proc.pid
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait (bounded) until PING answers."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), *self.extra]  # fmt: skip
+        log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        with log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=self._pin if self.cpus else None)
+        _LIVE.add(self.proc)
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if command(self.port, "PING", timeout=0.5).startswith(b"+PONG"):
+                return
+            time.sleep(0.02)
+        tail = (self.workdir / f"redis-{self.port}.log").read_text(errors="replace")[-2000:]
+        self.kill()
+        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Unfreeze the server (SIGCONT)."""
+        os.kill(self.pid, signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            self.proc.wait(10)
+            _LIVE.discard(self.proc)
+        self.paused = False
+
+    def restart(self) -> None:
+        """Kill the server and start a fresh, empty one on the same port."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Shut the server down (SIGTERM, then SIGKILL if it lingers)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.kill()
+        with contextlib.suppress(OSError):
+            if self.paused:
+                self.resume()
+            self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.kill()

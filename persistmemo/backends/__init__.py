@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from persistmemo.backends.base import MISSING, Backend, BaseBackend, Lock, Missing
+from persistmemo.backends.base import MISSING, Backend, BaseBackend, Lock, Missing, adapt
 
 __all__ = ["MISSING", "Backend", "BaseBackend", "DiskBackend", "Lock", "MemoryBackend", "Missing",
-           "RedisBackend"]
+           "RedisBackend", "TieredBackend", "adapt"]
 
 
 def __getattr__(name: str) -> object:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> object:
         from persistmemo.backends.disk import DiskBackend
 
         return DiskBackend
+    if name == "TieredBackend":
+        from persistmemo.backends.tiered import TieredBackend
+
+        return TieredBackend
     if name == "RedisBackend":
         from persistmemo.backends.redis import RedisBackend
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["MISSING", "Backend", "BaseBackend", "BaseLock", "Lock", "Missing"]
+__all__ = ["MISSING", "PRIMITIVES", "Backend", "BaseBackend", "BaseLock", "Lock", "Missing",
+           "adapt"]
 
 
 T = TypeVar("T")
@@ -78,39 +79,57 @@ class Lock(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A bytes-in, bytes-out store. See :class:`BaseBackend` for default composite methods."""
+    """The primitives every store implements: bytes in, bytes out, ``str`` keys.
 
-    name: str
+    That is the whole contract: :func:`adapt` derives everything else (batches, the miss-path
+    composites, the async twins) for an object that only has these, so a third-party store
+    needs no base class. Subclass :class:`BaseBackend` to override a derived method when the
+    store can do better (Redis pipelines ``acquire_and_get`` into one round trip).
+
+    - ``get(key)``: the value, or :data:`MISSING` (``None`` is never a miss marker).
+    - ``set(key, value, *, ttl)``: store, replacing; ``ttl`` seconds or ``None`` (forever).
+    - ``delete(key)``: whether something was deleted.
+    - ``clear(prefix)``: delete the keys starting with ``prefix``; how many.
+    - ``keys(prefix)``: iterate the live keys starting with ``prefix``.
+    - ``lock(key, *, ttl)``: a :class:`Lock` (lease) on ``key``, not yet acquired.
+    - ``close()``: release connections and files.
+
+    Store failures raise :class:`~persistmemo.errors.BackendError` (``BackendUnavailable``
+    when the store cannot be reached); anything else is a bug in the store.
+    """
 
     def get(self, key: str) -> bytes | Missing: ...
-    def get_many(self, keys: Sequence[str]) -> list[bytes | Missing]: ...
     def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
-    def set_many(self, items: Sequence[tuple[str, bytes]], *, ttl: float | None = None) -> None: ...
     def delete(self, key: str) -> bool: ...
     def clear(self, prefix: str = "") -> int: ...
     def keys(self, prefix: str = "") -> Iterator[str]: ...
     def lock(self, key: str, *, ttl: float) -> Lock: ...
-    def acquire_and_get(self, lock: Lock, key: str) -> tuple[bool, bytes | Missing]: ...
-    def set_and_release(
-        self, key: str, value: bytes, *, ttl: float | None, lock: Lock | None
-    ) -> None: ...
     def close(self) -> None: ...
 
-    async def aget(self, key: str) -> bytes | Missing: ...
-    async def aget_many(self, keys: Sequence[str]) -> list[bytes | Missing]: ...
-    async def aset(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
-    async def adelete(self, key: str) -> bool: ...
-    async def aacquire_and_get(self, lock: Lock, key: str) -> tuple[bool, bytes | Missing]: ...
-    async def aset_and_release(
-        self, key: str, value: bytes, *, ttl: float | None, lock: Lock | None
-    ) -> None: ...
-    async def arelease(self, lock: Lock) -> bool: ...
+
+PRIMITIVES: Final = ("get", "set", "delete", "clear", "keys", "lock", "close")
+
+
+def adapt(store: Any) -> BaseBackend:
+    """Return ``store`` as a :class:`BaseBackend` (itself if it is one, else an adapter).
+
+    Raises:
+        TypeError: ``store`` lacks one of the :class:`Backend` primitives (named).
+    """
+    if isinstance(store, BaseBackend):
+        return store
+    missing = [name for name in PRIMITIVES if not callable(getattr(store, name, None))]
+    if missing:
+        raise TypeError(f"{type(store).__name__} is not a persistmemo backend: it lacks "
+                        f"{missing!r} (see persistmemo.backends.Backend)")
+    return _Adapted(store)
 
 
 class BaseBackend:
     """Default composite and async methods built on a backend's primitives.
 
-    Subclasses implement ``get``, ``set``, ``delete``, ``clear``, ``keys``, ``lock`` and ``close``.
+    Subclasses implement the :class:`Backend` primitives (``get``, ``set``, ``delete``,
+    ``clear``, ``keys``, ``lock``, ``close``); everything below derives from them.
     """
 
     name: str = "base"
@@ -192,11 +211,54 @@ class BaseBackend:
     async def arelease(self, lock: Lock) -> bool:
         return await _to_thread(lock.release)
 
+    async def aset_many(self, items: Sequence[tuple[str, bytes]], *, ttl: float | None = None
+                        ) -> None:
+        await _to_thread(lambda: self.set_many(items, ttl=ttl))
+
+    async def aclear(self, prefix: str = "") -> int:
+        return await _to_thread(self.clear, prefix)
+
+    def release(self, lock: Lock) -> bool:
+        """Release ``lock`` (a step of the engine's protocol, so it has an async twin)."""
+        return lock.release()
+
     def __enter__(self) -> BaseBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Adapted(BaseBackend):
+    """A duck-typed store (only the primitives) behind the full :class:`BaseBackend` API."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.name = str(getattr(store, "name", type(store).__name__))
+
+    def __repr__(self) -> str:
+        return repr(self.store)
+
+    def get(self, key: str) -> bytes | Missing:
+        return self.store.get(key)  # type: ignore[no-any-return]
+
+    def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self.store.set(key, value, ttl=ttl)
+
+    def delete(self, key: str) -> bool:
+        return bool(self.store.delete(key))
+
+    def clear(self, prefix: str = "") -> int:
+        return int(self.store.clear(prefix))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        return iter(self.store.keys(prefix))
+
+    def lock(self, key: str, *, ttl: float) -> Lock:
+        return self.store.lock(key, ttl=ttl)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.store.close()
 
 
 class BaseLock:

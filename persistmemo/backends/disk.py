@@ -316,8 +316,14 @@ class DiskBackend(BaseBackend):
             raise self._fail(exc, "set") from exc
         return None
 
-    def lock(self, key: str, *, ttl: float) -> DiskLock:
-        return DiskLock(self, _LOCK_PREFIX + key, os.urandom(16).hex(), ttl)
+    def lock(self, key: str, *, ttl: float) -> Lock:
+        from persistmemo.backends._flock import kernel_lock  # the lease row is the fallback
+
+        self.cache  # noqa: B018 (open first: the directory must exist to pick the lock kind)
+        def lease() -> DiskLock:
+            return DiskLock(self, _LOCK_PREFIX + key, os.urandom(16).hex(), ttl)
+
+        return kernel_lock(self.directory, key, ttl, lease) or lease()
 
     def maintain(self) -> list[str]:
         """Check the database and remove orphaned value files; return the warnings found."""

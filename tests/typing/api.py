@@ -46,6 +46,12 @@ def uses() -> None:
     persistmemo.set_default_cache(cache)
 
 
+tiered = Cache("memory://", local="memory", local_max_bytes=1 << 20, local_ttl=30)
+
+
 async def uses_async() -> None:
     body: bytes = await fetch("u")
-    del body
+    bodies: list[bytes] = await fetch.map(["u", "v"])
+    again: bytes = await fetch.refresh("u")
+    ok: bool = isinstance(fetch, persistmemo.AsyncMemoized)
+    del body, bodies, again, ok

@@ -1,0 +1,135 @@
+"""The two drivers of the engine's protocol: one executes its steps directly, one awaits them.
+
+A driver *is* what the user calls (the function ``memoize`` returns is a driver closed over its
+memoized object), not a helper it calls, and it calls the user's function from its own frame: a
+memoized recursion costs two Python frames per level (this driver and the function), so it goes
+half as deep as plain recursion at worst. It is a plain function, not an object with
+``__call__``, because on Python 3.10/3.11 calling an instance costs one more unit of the
+recursion limit per level than calling a function.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from persistmemo._engine import COMPUTE, IO, JOIN, SLEEP, Engine, Steps
+from persistmemo.backends.base import MISSING
+from persistmemo.errors import BackendError
+
+__all__ = ["async_driver", "sync_driver"]
+
+Protocol = Callable[["Engine", tuple[Any, ...], dict[str, Any]], Steps]
+
+
+_CALL = Engine.call
+
+
+def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
+    """Return a function running ``protocol`` for its arguments, executing each step.
+
+    With ``memo`` the function is bound to it; without, it is a method (``self`` first).
+    """
+
+    def drive(*args: Any, **kwargs: Any) -> Any:
+        self = memo
+        if self is None:
+            self, args = args[0], args[1:]
+        engine = self._engine or self._start()
+        if protocol is _CALL and not engine.breaker.down_until:
+            value, steps = _lookup(engine, args, kwargs)
+            if steps is None:
+                return value
+        else:
+            steps = protocol(engine, args, kwargs)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                kind, target, a, kw = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            try:
+                if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
+                    result = getattr(engine.backend, target)(*a, **kw)
+                elif kind == COMPUTE:
+                    result = engine.func(*a, **kw)  # from this frame: 2 frames per level
+                elif kind == SLEEP:
+                    time.sleep(a[0])
+                    result = None
+                elif kind == JOIN:
+                    result = engine.flights.join(a[0])
+                else:  # WAIT
+                    result = target.event.wait(a[0])
+            except BaseException as exc:  # the protocol cleans up (releases) and re-raises
+                error = exc
+
+    return drive
+
+
+def _lookup(engine: Engine, args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[Any, Steps | None]:
+    """The hit path of ``Engine.call``, unrolled (no generator): (value, None) on a hit, else
+    (MISSING, the steps that follow the lookup). It returns before the function runs, so it
+    adds no frame to a recursion."""
+    key = engine.key(args, kwargs)
+    if key is None:
+        return MISSING, engine.call(args, kwargs)
+    failed = None
+    try:
+        value = engine.hit(engine.backend.get(key), key)
+    except BackendError as exc:
+        failed, value = exc, MISSING
+    if value is not MISSING:
+        return value, None
+    return MISSING, engine.miss(key, args, kwargs, failed)
+
+
+def async_driver(protocol: Protocol, memo: Any = None
+                 ) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """Return an ``async`` function running ``protocol``, awaiting I/O and the function."""
+
+    async def drive(*args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        self = memo
+        if self is None:
+            self, args = args[0], args[1:]
+        engine = self._engine or self._start()
+        steps = protocol(engine, args, kwargs)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                kind, target, a, kw = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            try:
+                if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
+                    result = await getattr(engine.backend, "a" + target)(*a, **kw)
+                elif kind == COMPUTE:
+                    result = await engine.func(*a, **kw)
+                elif kind == SLEEP:
+                    await asyncio.sleep(a[0])
+                    result = None
+                elif kind == JOIN:
+                    result = engine.flights.ajoin(a[0])
+                else:  # WAIT
+                    result = await _wait(target.future, a[0])
+            except BaseException as exc:
+                error = exc
+
+    return drive
+
+
+async def _wait(future: Any, timeout: float | None) -> bool:
+    import asyncio
+
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
