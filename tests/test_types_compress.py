@@ -102,3 +102,17 @@ def test_bad_compress_options_raise(bad: Any) -> None:
         Cache("memory://", compress=bad)
     with pytest.raises(ConfigurationError, match="compress"):
         Cache("memory://").memoize(compress=bad)(lambda: 1)
+
+
+def test_function_can_turn_the_caches_compression_off(tmp_path: Path) -> None:
+    """memoize(compress=False) stores plain entries in a compressing cache."""
+    need("zstandard")
+    with Cache(tmp_path / "c", compress="zstd") as cache:
+
+        @cache.memoize(compress=False)
+        def zeros(n: int) -> Any:
+            return np.zeros(n)
+
+        zeros(100_000)
+        assert stored_size(cache, zeros, 100_000) > 800_000
+        assert not zeros(100_000).any()

@@ -51,7 +51,7 @@ def array_body(arr: Any) -> bytes:
         return out + b"K" + ndarray_body(mask) + ndarray_body(data)
     if hasattr(arr, "asi8") and arr.dtype.kind in "mM":  # datetime (tz), timedelta
         return out + b"8" + ndarray_body(np.asarray(arr.asi8))
-    if type(arr).__name__ == "NumpyExtensionArray":
+    if type(arr).__name__ in ("NumpyExtensionArray", "PandasArray"):  # (PandasArray: < 2.1)
         return array_body(arr.to_numpy())
     return out + _objects(arr.to_numpy(dtype=object))  # period, interval, sparse, strings, ...
 
