@@ -242,3 +242,13 @@ def test_absent_accelerators_fall_back_to_cpu(device: str) -> None:
     pm_torch._warned_devices.discard(device)
     with pytest.warns(pm_torch.DeviceFallbackWarning):
         assert pm_torch._device(device).type in ("cpu", "meta")
+
+
+def test_unregistered_tensor_attributes_are_in_the_key() -> None:
+    """A plain tensor attribute (not a parameter or buffer, e.g. a mask) is part of the key."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    b.load_state_dict(a.state_dict())
+    a.mask, b.mask = torch.ones(2), torch.zeros(2)
+    assert key(a) != key(b)
+    b.mask = torch.ones(2)
+    assert key(a) == key(b)

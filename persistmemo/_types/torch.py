@@ -89,14 +89,15 @@ def _function_id(fn: Any) -> bytes:
 
 
 def _attrs_body(m: torch.nn.Module) -> bytes:
-    """Public attributes (hyper-parameters): plain values in one canonical tuple, functions by
-    identity; registered tensors and submodules are encoded in their own places."""
+    """Public attributes (hyper-parameters, unregistered tensors such as a mask): plain values
+    in one canonical tuple, functions by identity. Parameters, buffers and submodules live in
+    their own dicts, not in ``vars(m)``: they are encoded in their own places."""
     import types
 
     plain, funcs = [], []
     for k in sorted(vars(m)):
         v = vars(m)[k]
-        if k.startswith("_") or k in _MODULE_SKIP or isinstance(v, (torch.Tensor, torch.nn.Module)):
+        if k.startswith("_") or k in _MODULE_SKIP or isinstance(v, torch.nn.Module):
             continue
         if isinstance(v, (types.FunctionType, types.BuiltinFunctionType)):
             funcs.append(text(k) + _function_id(v))
