@@ -252,3 +252,19 @@ def test_unregistered_tensor_attributes_are_in_the_key() -> None:
     assert key(a) != key(b)
     b.mask = torch.ones(2)
     assert key(a) == key(b)
+
+
+def test_private_settings_are_in_the_key_and_common_modules_encode() -> None:
+    """A private setting read by forward() changes the key; torch's own modules all encode."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    b.load_state_dict(a.state_dict())
+    a._scale, b._scale = 1.0, 2.0
+    assert key(a) != key(b)
+    for m in (torch.nn.LSTM(3, 4, 2), torch.nn.GRU(3, 4), torch.nn.Conv2d(3, 4, 3),
+              torch.nn.MultiheadAttention(8, 2), torch.nn.ParameterDict({"a": torch.ones(1)}),
+              torch.nn.Transformer(16, 2, 1, 1, 8, batch_first=True)):
+        assert key(m) == key(m)
+    conv1, conv2 = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1)
+    conv2.load_state_dict(conv1.state_dict())
+    conv2.padding_mode = "reflect"
+    assert key(conv1) != key(conv2)

@@ -33,7 +33,11 @@ from persistmemo._types._common import (
 )
 from persistmemo.errors import SerializationError
 
-_MODULE_SKIP = frozenset({"training"})  # encoded on its own
+# Module machinery (parameter/buffer/submodule dicts, hook tables: encoded in their own places)
+# and state derived from parameters (RNN weight lists and their weakrefs) stay out of the
+# attributes; every other attribute, public or private, is part of the key.
+_MODULE_SKIP = frozenset(vars(torch.nn.Module())) | {
+    "_flat_weights", "_flat_weight_refs", "_compiled_call_impl"}
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _warned_devices: set[str] = set()
 
@@ -89,15 +93,15 @@ def _function_id(fn: Any) -> bytes:
 
 
 def _attrs_body(m: torch.nn.Module) -> bytes:
-    """Public attributes (hyper-parameters, unregistered tensors such as a mask): plain values
-    in one canonical tuple, functions by identity. Parameters, buffers and submodules live in
-    their own dicts, not in ``vars(m)``: they are encoded in their own places."""
+    """Attributes (hyper-parameters, private settings, unregistered tensors such as a mask):
+    plain values in one canonical tuple, functions by identity. Parameters, buffers and
+    submodules live in their own dicts, not in ``vars(m)``: they are encoded elsewhere."""
     import types
 
     plain, funcs = [], []
     for k in sorted(vars(m)):
         v = vars(m)[k]
-        if k.startswith("_") or k in _MODULE_SKIP or isinstance(v, torch.nn.Module):
+        if k in _MODULE_SKIP or isinstance(v, torch.nn.Module):
             continue
         if isinstance(v, (types.FunctionType, types.BuiltinFunctionType)):
             funcs.append(text(k) + _function_id(v))
