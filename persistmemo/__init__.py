@@ -32,7 +32,7 @@ from persistmemo.errors import (
     PersistmemoError,
     SerializationError,
 )
-from persistmemo.keys import register_key_encoder
+from persistmemo.keys import Dependency, register_key_encoder
 
 if TYPE_CHECKING:
     from persistmemo.backends.disk import DiskBackend
@@ -66,6 +66,7 @@ __all__ = [
     "CacheInfo",
     "ConfigurationError",
     "DecodeError",
+    "Dependency",
     "DiskBackend",
     "KeyEncodingError",
     "Lock",

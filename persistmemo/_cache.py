@@ -120,6 +120,8 @@ class Cache(Store):
         compress: str | bool | None = ...,
         compress_threshold: int | None = ...,
         mmap: bool | None = ...,
+        ignore_deps: Iterable[str] = ...,
+        depends_on: Iterable[Any] = ...,
     ) -> _Decorator: ...
 
     def memoize(self, func: Any = None, /, **options: Any) -> Any:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
 
+from persistmemo._identity import module_name
 from persistmemo.errors import ConfigurationError, KeyEncodingError
 
 if TYPE_CHECKING:  # imported lazily at run time: `import persistmemo` must stay fast
@@ -30,6 +32,7 @@ __all__ = ["canonical_bytes", "register_key_encoder"]
 
 _MAX_DEPTH = 200
 _BIG_BUFFER = 1 << 20  # hash large array buffers with BLAKE3's multi-threaded mode
+_INLINE_MAX = 64  # a container/object encoding longer than this is replaced by its digest
 
 _u64 = struct.Struct(">Q").pack
 _i64 = struct.Struct(">q").pack
@@ -41,10 +44,11 @@ _encoders: dict[type, Callable[[Any], Any]] = {}
 class _Unencodable(Exception):
     """Raised inside the encoder; carries the offending type and the path inside the argument."""
 
-    def __init__(self, obj: Any, reason: str = "") -> None:
+    def __init__(self, obj: Any, reason: str = "", *, hook: bool = False) -> None:
         super().__init__(reason)
         self.type_name = _qualname(type(obj))
         self.reason = reason
+        self.hook = hook  # a user hook failed (the fix is in the hook, not a new encoder)
         self.path: list[str] = []
 
 
@@ -65,7 +69,10 @@ def register_key_encoder(cls: type, encoder: Callable[[Any], Any]) -> None:
 
 
 def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    mod = cls.__module__
+    if mod in ("__main__", "__mp_main__"):  # a script's class: tagged like its functions
+        mod = module_name(mod)
+    return f"{mod}.{cls.__qualname__}"
 
 
 def _text(s: str) -> bytes:
@@ -110,59 +117,88 @@ def _enc_bool(v: bool, out: bytearray, depth: int) -> None:
     out += b"T" if v else b"F"
 
 
-def _enc_items(tag: bytes, items: Sequence[Any], out: bytearray, depth: int) -> None:
-    out += tag + _u64(len(items))
-    for i, item in enumerate(items):
-        try:
-            _enc(item, out, depth)
-        except _Unencodable as e:
-            e.path.append(f"[{i}]")
-            raise
+class _State(threading.local):
+    """Per-thread state of one top-level encoding: the memo of shared sub-objects and the
+    optional fallback the fingerprint installs for values that have no canonical encoding."""
+
+    memo: dict[int, tuple[Any, bytes]] | None = None
+    fallback: Callable[[Any, bytearray], bool] | None = None
 
 
-def _enc_tuple(v: tuple[Any, ...], out: bytearray, depth: int) -> None:
-    _enc_items(b"(", v, out, depth)
+_state = _State()
 
 
-def _enc_list(v: list[Any], out: bytearray, depth: int) -> None:
-    _enc_items(b"[", v, out, depth)
-
-
-def _sorted_members(tag: bytes, members: Iterable[Any], out: bytearray, depth: int) -> None:
+def _members(v: Any, depth: int, pairs: bool) -> list[bytes]:
     encoded = []
-    for m in members:
+    for m in (v.items() if pairs else v):
         part = bytearray()
         try:
-            _enc(m, part, depth)
+            if pairs:
+                _enc(m[0], part, depth)
+                _enc(m[1], part, depth)
+            else:
+                _enc(m, part, depth)
         except _Unencodable as e:
-            e.path.append("{...}")
+            k = m[0] if pairs else None
+            e.path.append(f"[{k!r}]" if isinstance(k, (str, int)) else "[...]" if pairs
+                          else "{...}")
             raise
         encoded.append(bytes(part))
-    encoded.sort()  # order-free: sorted by the members' own canonical bytes
-    out += tag + _u64(len(encoded)) + b"".join(encoded)
+    encoded.sort()  # order-free: sorted by the members' (for dicts: the keys') canonical bytes
+    return encoded
 
 
-def _enc_dict(v: Mapping[Any, Any], out: bytearray, depth: int) -> None:
-    pairs = []
-    for k, val in v.items():
-        part = bytearray()
-        try:
-            _enc(k, part, depth)
-            _enc(val, part, depth)
-        except _Unencodable as e:
-            e.path.append(f"[{k!r}]" if isinstance(k, (str, int)) else "[...]")
-            raise
-        pairs.append(bytes(part))
-    pairs.sort()  # keys are unique, so this sorts by the keys' canonical bytes
-    out += b"{" + _u64(len(pairs)) + b"".join(pairs)
+def _as_root(fn: _Encoder, v: Any, out: bytearray, depth: int) -> None:
+    _state.memo = {}
+    try:
+        fn(v, out, depth)
+    finally:
+        _state.memo = None
 
 
-def _enc_set(v: set[Any], out: bytearray, depth: int) -> None:
-    _sorted_members(b"S", v, out, depth)
+def _seal(v: Any, out: bytearray, start: int, memo: dict[int, tuple[Any, bytes]]) -> None:
+    # An encoding longer than _INLINE_MAX is replaced by b"H" + its digest, and memoised by
+    # the object's id for the rest of this top-level encoding (the memo keeps the object alive,
+    # so ids stay unique): `[x, x]` nested n deep costs O(n), not O(2**n). The H rule depends
+    # on content only, never on sharing, so equal values built differently still agree. Short
+    # encodings are cheap to redo and are not memoised.
+    if len(out) - start > _INLINE_MAX:
+        enc = b"H" + blake3(out[start:]).digest()
+        del out[start:]
+        out += enc
+        memo[id(v)] = (v, enc)
 
 
-def _enc_frozenset(v: frozenset[Any], out: bytearray, depth: int) -> None:
-    _sorted_members(b"Z", v, out, depth)
+_CONTAINER_TAGS: dict[type, bytes] = {tuple: b"(", list: b"[", dict: b"{", set: b"S",
+                                      frozenset: b"Z"}
+_ZERO = _u64(0)
+
+
+def _enc_container(v: Any, out: bytearray, depth: int) -> None:
+    cls = type(v)
+    if not v:
+        out += _CONTAINER_TAGS[cls] + _ZERO
+        return
+    memo = _state.memo
+    if memo is None:
+        _as_root(_enc_container, v, out, depth)
+        return
+    seen = memo.get(id(v))
+    if seen is not None:
+        out += seen[1]
+        return
+    start = len(out)
+    out += _CONTAINER_TAGS[cls] + _u64(len(v))
+    if cls is tuple or cls is list:
+        for i, item in enumerate(v):
+            try:
+                _enc(item, out, depth)
+            except _Unencodable as e:
+                e.path.append(f"[{i}]")
+                raise
+    else:
+        out += b"".join(_members(v, depth, cls is dict))
+    _seal(v, out, start, memo)
 
 
 def _enc_complex(v: complex, out: bytearray, depth: int) -> None:
@@ -188,7 +224,8 @@ def _enc_tz(tz: _dt.tzinfo | None, ref: Any, out: bytearray) -> None:
         out += b"N"
     elif type(tz) is _dt.timezone:
         off = tz.utcoffset(None)
-        out += b"z" + _i64(int(off.total_seconds() * 1_000_000)) + _text(tz.tzname(None) or "")
+        micros = (off.days * 86_400 + off.seconds) * 1_000_000 + off.microseconds  # exact
+        out += b"z" + _i64(micros) + _text(tz.tzname(None) or "")
     else:
         key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
         if not isinstance(key, str):
@@ -230,13 +267,13 @@ _DISPATCH: dict[type, _Encoder] = {
     float: _enc_float,
     bool: _enc_bool,
     type(None): _enc_none,
-    tuple: _enc_tuple,
-    list: _enc_list,
-    dict: _enc_dict,
+    tuple: _enc_container,
+    list: _enc_container,
+    dict: _enc_container,
     bytes: _enc_bytes,
     bytearray: _enc_bytearray,
-    set: _enc_set,
-    frozenset: _enc_frozenset,
+    set: _enc_container,
+    frozenset: _enc_container,
     complex: _enc_complex,
 }
 # Standard-library types, keyed by (module, qualname) so their modules are imported only when
@@ -257,18 +294,40 @@ _STDLIB: dict[tuple[str, str], _Encoder] = {
 
 
 def _enc(v: Any, out: bytearray, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _Unencodable(v, f"nested deeper than {_MAX_DEPTH} levels, or contains itself")
     fn = _DISPATCH.get(type(v))
     if fn is not None:
-        if depth > _MAX_DEPTH:
-            raise _Unencodable(v, f"nested deeper than {_MAX_DEPTH} levels (or contains itself)")
         fn(v, out, depth + 1)
     else:
         _enc_other(v, out, depth + 1)
 
 
-def _enc_tagged(tag: bytes, cls: type, value: Any, out: bytearray, depth: int) -> None:
+def _call_hook(what: str, fn: Callable[[Any], Any], v: Any) -> Any:
+    try:
+        result = fn(v)
+    except Exception as exc:  # a raising hook must not make every call silently uncached
+        raise _Unencodable(v, f"{what} raised {type(exc).__name__}: {exc}", hook=True) from exc
+    if result is v:
+        raise _Unencodable(v, f"{what} returned the object itself; return the state that "
+                              f"determines the result (e.g. a tuple of fields)", hook=True)
+    return result
+
+
+def _enc_tagged(tag: bytes, cls: type, v: Any, value: Callable[[], Any], out: bytearray,
+                depth: int) -> None:
+    memo = _state.memo
+    if memo is None:
+        _as_root(lambda v_, o, d: _enc_tagged(tag, cls, v_, value, o, d), v, out, depth)
+        return
+    seen = memo.get(id(v))
+    if seen is not None:
+        out += seen[1]
+        return
+    start = len(out)
     out += tag + _text(_qualname(cls))
-    _enc(value, out, depth)
+    _enc(value(), out, depth)
+    _seal(v, out, start, memo)
 
 
 def _enc_other(v: Any, out: bytearray, depth: int) -> None:
@@ -277,32 +336,38 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
     std = _STDLIB.get((cls.__module__, cls.__qualname__))
     if std is not None and sys.modules[cls.__module__].__dict__.get(cls.__qualname__) is cls:
         _DISPATCH[cls] = std  # the exact stdlib class: fast path from now on
-        _enc(v, out, depth - 1)
+        std(v, out, depth)
         return
     hook = getattr(cls, "__persistmemo_key__", None)
     if hook is not None and not isinstance(v, type):
-        _enc_tagged(b"K", cls, hook(v), out, depth)
+        name = f"{_qualname(cls)}.__persistmemo_key__"
+        _enc_tagged(b"K", cls, v, lambda: _call_hook(name, hook, v), out, depth)
         return
-    for base in cls.__mro__:
-        custom = _encoders.get(base)
-        if custom is not None:
-            _enc_tagged(b"R", cls, custom(v), out, depth)
-            return
+    base = next((b for b in cls.__mro__ if b in _encoders), None)
+    if base is not None:
+        name, custom = f"the key encoder registered for {_qualname(base)}", _encoders[base]
+        _enc_tagged(b"R", cls, v, lambda: _call_hook(name, custom, v), out, depth)
+        return
+    mod = cls.__module__
+    numpy = sys.modules.get("numpy")
+    if mod == "numpy" or mod.startswith("numpy.") or (
+            numpy is not None and isinstance(v, numpy.ndarray)):
+        from persistmemo._npkeys import enc_numpy
+
+        enc_numpy(v, out, depth)
+        return
     from persistmemo import _types  # third-party types (torch, pandas, ...): lazy registry
 
     third = _types.key_encoder(cls)
     if third is not None:
         try:
-            out += b"X" + third(v)
+            out += b"L" + third(v)
         except _types.Unsupported as e:
             raise _Unencodable(v, str(e)) from None
         return
-    if cls.__module__ == "numpy":
-        _enc_numpy(v, out, depth)
-        return
     enum = sys.modules.get("enum")
     if enum is not None and isinstance(v, enum.Enum):
-        _enc_tagged(b"E", cls, v.value, out, depth)
+        _enc_tagged(b"E", cls, v, lambda: v.value, out, depth)
         return
     pathlib = sys.modules.get("pathlib")
     if pathlib is not None and isinstance(v, pathlib.PurePath):
@@ -311,34 +376,18 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
     if hasattr(cls, "__dataclass_fields__") and not isinstance(v, type):
         import dataclasses
 
-        fields = tuple((f.name, getattr(v, f.name)) for f in dataclasses.fields(v))
-        _enc_tagged(b"C", cls, fields, out, depth)
+        def fields() -> Any:
+            return tuple((f.name, getattr(v, f.name)) for f in dataclasses.fields(v))
+
+        _enc_tagged(b"C", cls, v, fields, out, depth)
         return
     if isinstance(v, tuple) and hasattr(cls, "_fields"):  # NamedTuple
-        _enc_tagged(b"M", cls, tuple(v), out, depth)
+        _enc_tagged(b"M", cls, v, lambda: tuple(v), out, depth)
+        return
+    fallback = _state.fallback
+    if fallback is not None and fallback(v, out):  # fingerprints: code, library objects
         return
     raise _Unencodable(v)
-
-
-def _enc_numpy(v: Any, out: bytearray, depth: int) -> None:
-    import numpy as np
-
-    if type(v) is np.ndarray:
-        if v.dtype.hasobject:
-            raise _Unencodable(v, "numpy arrays of dtype=object have no canonical encoding")
-        if not v.flags.c_contiguous:
-            v = np.ascontiguousarray(v)  # a view and its contiguous copy share one key
-        data = memoryview(v).cast("B") if v.ndim and v.size else v.tobytes()
-        threads = blake3.AUTO if len(data) >= _BIG_BUFFER else 1
-        digest = blake3(data, max_threads=threads).digest()
-        out += b"A" + _text(str(v.dtype.descr)) + _u64(v.ndim)
-        for n in v.shape:
-            out += _u64(n)
-        out += digest
-    elif isinstance(v, np.generic) and not v.dtype.hasobject:
-        out += b"g" + _text(str(v.dtype.descr)) + _u64(v.nbytes) + v.tobytes()
-    else:
-        raise _Unencodable(v)
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -355,6 +404,11 @@ def _key_error(e: _Unencodable, param: str, func: str = "") -> KeyEncodingError:
     where = param + "".join(reversed(e.path))
     owner = f" of {func}()" if func else ""
     detail = f" ({e.reason})" if e.reason else ""
+    if e.hook:
+        return KeyEncodingError(
+            f"cannot build a cache key: argument {where!r}{owner} has type {e.type_name}, and "
+            f"{e.reason}. Fix that hook, or leave the argument out of the key with "
+            f"ignore=[{param!r}].", parameter=where, type_name=e.type_name)
     return KeyEncodingError(
         f"cannot build a cache key: argument {where!r}{owner} has type {e.type_name}, which has "
         f"no canonical encoding{detail}. Fix: make it a dataclass or give the class a "

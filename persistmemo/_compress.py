@@ -4,7 +4,8 @@ A compressed payload is one msgpack ext (``EXT_ZSTD``) whose data is a zstd fram
 original msgpack payload (with its out-of-band buffers), so readers need no option: whatever
 they find, they decode. Only payloads of at least ``threshold`` bytes are compressed, and only
 when that saves at least 1/8 of the size: float32 embeddings save ~7% for a load several times
-slower, so they are stored plain (nothing is lost but the attempt). ``zstandard`` is imported lazily.
+slower, so they are stored plain (nothing is lost but the attempt). ``zstandard`` is imported
+lazily.
 """
 
 from __future__ import annotations

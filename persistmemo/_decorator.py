@@ -15,6 +15,7 @@ from persistmemo.errors import ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
+    from persistmemo._fingerprint import Dependency
     from persistmemo._stats import CacheInfo
     from persistmemo._store import Store
     from persistmemo.codec import Serializer
@@ -54,7 +55,9 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         if options.get("namespace") is not None:
             check_namespace(namespace)
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
-                               ignore=options.get("ignore") or (), key=options.get("key"))
+                               ignore=options.get("ignore") or (), key=options.get("key"),
+                               ignore_deps=options.get("ignore_deps") or (),
+                               depends_on=options.get("depends_on") or ())
         self._engine: Engine | None = None
 
     def _start(self) -> Engine:
@@ -106,6 +109,14 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
         return self.keys.describe(args, kwargs)
+
+    def dependencies(self) -> dict[str, Dependency]:
+        """Return what the code fingerprint covers: ``{name: Dependency(kind, digest)}``.
+
+        ``kind`` is ``"code"`` (a user function/class), ``"value"`` (a global or closure
+        value), ``"library"`` (by qualified name) or ``"missing"`` (an unbound global).
+        """
+        return self.keys.dependencies()
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the stored result of ``f(*args, **kwargs)``; return whether there was one."""
@@ -247,6 +258,8 @@ def memoize(
     compress: str | bool | None = ...,
     compress_threshold: int | None = ...,
     mmap: bool | None = ...,
+    ignore_deps: Iterable[str] = ...,
+    depends_on: Iterable[Any] = ...,
     cache: Store | None = ...,
 ) -> _Decorator: ...
 
@@ -273,10 +286,15 @@ def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) 
             at least that many bytes (default 64 KiB); ``False`` turns the cache's off.
         mmap: directory stores: return numpy arrays (and tensors) of stored results of 32 KiB
             and more as memory-mapped views of the stored file; integrity is still checked.
+        ignore_deps: global or closure variable names left out of the code fingerprint (a
+            counter, ``t0 = time.time()``, a run id).
+        depends_on: extra objects whose identity joins the fingerprint: values, functions,
+            or modules (an installed one by its version, a user module by its source).
         cache: a :class:`persistmemo.Cache` to use instead of the default.
 
     The wrapper keeps the signature and docstring and gains ``cache_key()``, ``invalidate()``,
-    ``cache_clear()``, ``cache_info()``, ``refresh()``, ``map()`` and ``__wrapped__``.
+    ``cache_clear()``, ``cache_info()``, ``refresh()``, ``map()``, ``dependencies()`` and
+    ``__wrapped__``.
 
     Example:
         >>> import persistmemo

@@ -230,6 +230,8 @@ class Engine:
 
     def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
         """Compute once per process (and, with the lease, once across workers) and store."""
+        if self.keys._manifest_pending and self.breaker.available():
+            yield from self._store_manifest()  # the first miss of a fingerprint: record it
         if not self.options.lock:
             return (yield from self._run(key, args, kwargs, None, None))
         flight, role = yield (JOIN, None, (key,), _NOKW)
@@ -333,6 +335,20 @@ class Engine:
         else:
             self.stats.count("stores")
         return value
+
+    def _store_manifest(self) -> Steps:
+        """Record the fingerprint's dependency manifest once (for "why did this miss")."""
+        record = self.keys.take_manifest()
+        if record is None:
+            return
+        try:
+            raw = self.codec.encode(record[1], key=record[0], created=time.time(), duration=0.0)
+            yield (IO, "set", (record[0], raw), {"ttl": None})
+        except RecursionError:  # a deep recursion's innermost miss: a shallower one will do it
+            self.keys._manifest_pending = True
+        except (BackendError, SerializationError) as exc:
+            self._warn_once("manifest", "persistmemo: dependency manifest of %s not stored: %s",
+                            self.keys.identity, exc)
 
     # -- whole-function operations (plain calls: no waiting, no compute) ---------------------
     def invalidate(self, key: str) -> bool:

@@ -68,7 +68,7 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "compress_threshold": (_threshold, True, None),  # None: persistmemo._compress's default
     "mmap": (_flag, True, False),  # directory stores: map big hits (persistmemo._mmap)
 }
-KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key"})
+KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key", "ignore_deps", "depends_on"})
 
 
 class Options:

@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def _split(key: str) -> tuple[str, str, str]:
-    """Return (namespace, function, fingerprint) of a ``pm:1:ns:func:fp:digest`` key."""
+    """Return (namespace, function, fingerprint) of a ``pm:2:ns:func:fp:digest`` key."""
     from urllib.parse import unquote
 
     parts = key.split(":")

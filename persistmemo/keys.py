@@ -3,7 +3,8 @@
 This module defines a *persisted format*: a change to any byte it produces silently orphans
 every stored entry (or worse, merges two). ``docs/format.md`` documents it and
 ``tests/test_keys.py`` pins it with golden vectors; bump :data:`KEY_FORMAT` on any change.
-The value encoding itself lives in :mod:`persistmemo._canonical`.
+The value encoding lives in :mod:`persistmemo._canonical`, the dependency-aware code
+fingerprint in :mod:`persistmemo._fingerprint` (resolved by :mod:`persistmemo._deps`).
 
 Key string::
 
@@ -11,11 +12,13 @@ Key string::
 
 Every field before the digest is percent-encoded to ``[A-Za-z0-9_.~%-]`` so the prefix is
 readable, injective, free of ``:`` and of glob metacharacters (safe in Redis ``SCAN MATCH``).
+The dependency manifest of each fingerprint is stored once under
+``pmm:<KEY_FORMAT>:<namespace>:<module.qualname>:<fingerprint>`` (outside the ``pm:`` prefixes,
+so it never counts as an entry).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,16 +29,18 @@ from persistmemo._canonical import (
     _SCALARS,
     _enc,
     _key_error,
-    _text,
     _u64,
     _Unencodable,
     canonical_bytes,
     register_key_encoder,
 )
+from persistmemo._fingerprint import Dependency, Fingerprint
+from persistmemo._identity import function_identity
 from persistmemo.errors import ConfigurationError, KeyEncodingError
 
 __all__ = [
     "KEY_FORMAT",
+    "Dependency",
     "KeyBuilder",
     "canonical_bytes",
     "code_fingerprint",
@@ -43,89 +48,17 @@ __all__ = [
     "register_key_encoder",
 ]
 
-KEY_FORMAT = 1
-
-
-# -- function identity ----------------------------------------------------------------------
-
-
-def function_identity(func: Callable[..., Any]) -> str:
-    """Return ``module.qualname``; a script run as ``__main__`` is named after its file."""
-    import pathlib
-
-    module = getattr(func, "__module__", None) or "__unknown__"
-    if module in ("__main__", "__mp_main__"):  # __mp_main__: the script in a spawn worker
-        main = sys.modules.get(module)
-        spec = getattr(main, "__spec__", None)
-        file = getattr(main, "__file__", None)
-        if spec is not None and getattr(spec, "name", None):
-            module = str(spec.name)  # python -m package.module
-        elif file:
-            module = pathlib.Path(file).stem
-    return f"{module}.{getattr(func, '__qualname__', getattr(func, '__name__', '?'))}"
-
-
-def _dump_ast(node: Any) -> str:
-    # A version-tolerant dump: empty/None fields (which new Python versions add) are skipped.
-    import ast
-
-    if isinstance(node, ast.AST):
-        parts = [type(node).__name__]
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if value is None or value == []:
-                continue
-            parts.append(f"{name}={_dump_ast(value)}")
-        return "(" + ",".join(parts) + ")"
-    if isinstance(node, list):
-        return "[" + ",".join(_dump_ast(x) for x in node) + "]"
-    return repr(node)
-
-
-def _strip_docstrings(tree: Any) -> None:
-    import ast
-
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
-                node.body = body[1:] or [ast.Pass()]
-
-
-def _code_dump(code: Any) -> str:
-    # Fallback when the source is unavailable (exec, some REPLs): the bytecode and constants.
-    import inspect
-
-    consts = ",".join(_code_dump(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
-    return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
+KEY_FORMAT = 2
+_MEMO_SIZE = 4096
+_CHANGES_WARN = 5  # fingerprint changes in one process before a warning suggests ignore_deps
+_MEMO_DEFAULTS = (int, str, bytes, bool, float, type(None))  # immutable: safe for the memo
 
 
 def code_fingerprint(func: Callable[..., Any]) -> str:
-    """Return 16 hex chars that change with the function's code but not its comments,
-    docstrings, decorators or formatting."""
-    import ast
-    import inspect
-    import textwrap
+    """Return 16 hex chars over the function's own normalised code only (no dependencies)."""
+    from persistmemo._source import code_text
 
-    target = inspect.unwrap(func)
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(target)))
-        fdef = tree.body[0]
-        if isinstance(fdef, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            fdef.decorator_list = []
-        _strip_docstrings(tree)
-        text = "ast:" + _dump_ast(tree)
-    except (OSError, TypeError, SyntaxError, IndexError):
-        code = getattr(target, "__code__", None)
-        if code is None:
-            return "nocode"
-        doc = target.__doc__
-        text = "code:" + _code_dump(code) + "|doc" * (doc is not None)
-    if getattr(target, "__name__", "") == "<lambda>" and hasattr(target, "__code__"):
-        # getsource() returns whole lines: two lambdas on one line must still differ.
-        text += "|" + _code_dump(target.__code__)
-    return blake3(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return blake3(code_text(func).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _escape(s: str) -> str:
@@ -141,11 +74,13 @@ class KeyBuilder:
     """Build the cache key of calls to one function (signature analysed once, at creation).
 
     Args:
-        func: the function being memoized.
+        func: the function being memoized (wrapper layers included).
         namespace: groups keys (e.g. one per application sharing a Redis).
         version: pins the function's identity instead of its code fingerprint.
         ignore: parameter names left out of the key.
         key: optional ``key(*args, **kwargs) -> encodable`` replacing the arguments in the key.
+        ignore_deps: global/closure variable names left out of the fingerprint.
+        depends_on: extra objects whose identity joins the fingerprint.
     """
 
     def __init__(
@@ -156,6 +91,8 @@ class KeyBuilder:
         version: str | int | None = None,
         ignore: Iterable[str] = (),
         key: Callable[..., Any] | None = None,
+        ignore_deps: Iterable[str] = (),
+        depends_on: Iterable[Any] = (),
     ) -> None:
         import inspect
 
@@ -163,9 +100,15 @@ class KeyBuilder:
         self.identity = function_identity(func)
         self.namespace = namespace
         self.version = version
-        self.fingerprint = (
-            "v-" + _escape(str(version)) if version is not None else code_fingerprint(func)
-        )
+        if isinstance(ignore_deps, str) or not all(isinstance(n, str) for n in ignore_deps):
+            raise ConfigurationError(
+                f"ignore_deps={ignore_deps!r}: expected a tuple of variable names, "
+                f"e.g. ignore_deps=('counter',)")
+        if not isinstance(depends_on, (tuple, list, set, frozenset)):
+            raise ConfigurationError(
+                f"depends_on={depends_on!r}: expected a tuple of objects, e.g. "
+                f"depends_on=(CONFIG, helper_module)")
+        self.fingerprint_of = Fingerprint(func, ignore_deps=ignore_deps, depends_on=depends_on)
         self.custom_key = key
         self.signature = inspect.signature(func)
         params = list(self.signature.parameters.values())
@@ -178,9 +121,13 @@ class KeyBuilder:
             )
         self.names = tuple(p.name for p in params if p.name not in self.ignore)
         self.prefix = f"pm:{KEY_FORMAT}:{_escape(namespace)}:{_escape(self.identity)}:"
-        self.version_prefix = f"{self.prefix}{self.fingerprint}:"
-        self._seed = (f"pm{KEY_FORMAT}\0{namespace}\0{self.identity}\0{self.fingerprint}\0"
-                      .encode("utf-8", "surrogatepass"))
+        self._fingerprint: str | None = None
+        self._full: str | None = None  # the fingerprint digest the prefix was built from
+        self.version_prefix = ""
+        self._head = ("", b"")  # (version_prefix, digest seed), swapped atomically on refresh
+        self._manifest_pending = False
+        self._last_manifest: dict[str, Dependency] = {}
+        self._changes = 0
         # Fast path: plain positional parameters, called positionally, no ignored names.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self._simple = all(p.kind in positional for p in params) and not self.ignore
@@ -189,14 +136,88 @@ class KeyBuilder:
             p.default for p in params if p.default is not p.empty
         )
         self._first_default = self._n - len(self._defaults)
+        # The memo maps arguments to keys; a default mutated in place (`def f(x, opts=[])`)
+        # would make it stale, so it is used only when every default is immutable.
+        self._memo_ok = key is None and all(type(d) in _MEMO_DEFAULTS for d in self._defaults)
         self._memo: dict[tuple[Any, ...], str] = {}
-        # Closure cells holding plain scalars (a factory's parameters: `def make(k): @memoize
-        # def f(x): return x * k`) can change results, so they join the key; other cells
-        # (functions, the memoized function itself, mutable objects) are left out.
-        code = getattr(func, "__code__", None)
-        closure = getattr(func, "__closure__", None) or ()
-        self._cells = tuple(zip(code.co_freevars, closure)) if code is not None else ()
 
+    # -- fingerprint -------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """The key's fingerprint field: 16 hex chars of the code fingerprint, or ``v-<version>``."""
+        if self._fingerprint is None:
+            self._refresh()
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    def _refresh(self) -> None:
+        if self.version is not None:
+            fp_field = full = "v-" + _escape(str(self.version))
+        else:
+            full = self.fingerprint_of.digest  # resolves dependencies (may raise)
+            fp_field = full[:16]
+        seed = (f"pm{KEY_FORMAT}\0{self.namespace}\0{self.identity}\0{full}\0"
+                .encode("utf-8", "surrogatepass"))
+        self.version_prefix = f"{self.prefix}{fp_field}:"
+        self._head = (self.version_prefix, seed)
+        self._full = full
+        self._memo = {}
+        self._fingerprint = fp_field
+        self._manifest_pending = self.version is None
+        if self.version is None and not self._last_manifest:
+            self._last_manifest = dict(self.fingerprint_of.manifest)
+
+    def _check(self) -> None:
+        # Hot path: identity checks of the tracked bindings (a few dict lookups).
+        if self._fingerprint is None:
+            self._refresh()
+        elif self.version is None:
+            fp = self.fingerprint_of
+            fp.revalidate()
+            if fp._digest is not self._full:  # rebound (maybe seen first by dependencies())
+                old = dict(self._last_manifest)
+                self._refresh()
+                self._changed(old)
+
+    def _changed(self, old: dict[str, Dependency]) -> None:
+        """Log which dependencies changed; warn once when it keeps happening (a counter)."""
+        import logging
+
+        new = self._last_manifest = dict(self.fingerprint_of.manifest)
+        changed = sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+        self._changes += 1
+        log = logging.getLogger("persistmemo")
+        log.debug("persistmemo: fingerprint of %s() changed: %s", self.identity, changed)
+        if self._changes == _CHANGES_WARN:
+            values = tuple(n.rsplit(".", 1)[-1] for n in changed
+                           if new.get(n, Dependency("", "")).kind == "value")
+            log.warning(
+                "persistmemo: the fingerprint of %s() changed %d times in this process (last: "
+                "%s were rebound), so results are not reused across those changes. If they "
+                "cannot change the result, leave them out with ignore_deps=%r.",
+                self.identity, self._changes, ", ".join(changed), values or tuple(changed))
+
+    def dependencies(self) -> dict[str, Dependency]:
+        """Return what the fingerprint covers: ``{name: Dependency(kind, digest)}``."""
+        self.fingerprint_of.digest  # noqa: B018 - resolves on first use
+        self.fingerprint_of.revalidate()
+        return dict(sorted(self.fingerprint_of.manifest.items()))
+
+    def take_manifest(self) -> tuple[str, dict[str, Any]] | None:
+        """Return ``(key, record)`` of the manifest once per fingerprint, else None."""
+        if not self._manifest_pending:
+            return None
+        self._manifest_pending = False
+        fp = self.fingerprint_of
+        record = {
+            "format": KEY_FORMAT,
+            "identity": self.identity,
+            "fingerprint": fp.digest,
+            "dependencies": {k: [d.kind, d.digest] for k, d in sorted(fp.manifest.items())},
+        }
+        return f"pmm{self.prefix[2:]}{fp.digest[:16]}", record
+
+    # -- arguments ---------------------------------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Return the key-relevant argument values in signature order (defaults applied).
 
@@ -213,8 +234,9 @@ class KeyBuilder:
         values = bound.arguments
         return tuple(values[name] for name in self.names)
 
-    def _encode_call(self, values: tuple[Any, ...], names: Sequence[str]) -> bytearray:
-        out = bytearray(self._seed)
+    def _encode_call(self, values: tuple[Any, ...], names: Sequence[str], seed: bytes
+                     ) -> bytearray:
+        out = bytearray(seed)
         out += _u64(len(values))
         for name, v in zip(names, values):
             fn = _DISPATCH.get(type(v))
@@ -225,22 +247,16 @@ class KeyBuilder:
                     _enc(v, out, 0)
             except _Unencodable as e:
                 raise _key_error(e, name, self.identity) from None
-        if self._cells:
-            out += b"<"
-            for name, cell in self._cells:
-                try:
-                    value = cell.cell_contents
-                except ValueError:  # an empty cell
-                    continue
-                if type(value) in _SCALARS:
-                    out += _text(name)
-                    _DISPATCH[type(value)](value, out, 1)
-            out += b">"
+            except RecursionError:
+                raise KeyEncodingError(
+                    f"cannot build a cache key: argument {name!r} of {self.identity}() is "
+                    f"nested too deeply", parameter=name) from None
         return out
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Return the key string of ``func(*args, **kwargs)``."""
-        if not kwargs and self.custom_key is None and not self._cells:
+        self._check()
+        if not kwargs and self._memo_ok:
             # Memo of recent keys for calls whose arguments are all immutable scalars of exact
             # types whose equality is identity of value (no float: -0.0 == 0.0; types are part
             # of the memo key: 1, True differ). Same arguments -> same key, so this is exact.
@@ -265,11 +281,21 @@ class KeyBuilder:
         return self._key(args, kwargs)
 
     def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        prefix, seed = self._head
         if self.custom_key is not None:
-            data = self._encode_call((self.custom_key(*args, **kwargs),), ("key=",))
+            self.signature.bind(*args, **kwargs)  # a call that does not bind: Python's error
+            try:
+                value = self.custom_key(*args, **kwargs)
+            except Exception as exc:  # never a silent uncached call (the engine runs those)
+                name = getattr(self.custom_key, "__qualname__", repr(self.custom_key))
+                raise KeyEncodingError(
+                    f"cannot build a cache key: the key= function {name}() of "
+                    f"{self.identity}() raised {type(exc).__name__}: {exc}",
+                    parameter="key=") from exc
+            data = self._encode_call((value,), ("key=",), seed)
         else:
-            data = self._encode_call(self.bind(args, kwargs), self.names)
-        return self.version_prefix + blake3(data).hexdigest()
+            data = self._encode_call(self.bind(args, kwargs), self.names, seed)
+        return prefix + blake3(data).hexdigest()
 
     def describe(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         """Return a short digest of each argument's canonical encoding (for ``explain``)."""
@@ -283,6 +309,3 @@ class KeyBuilder:
                     str(e).replace("argument 'value'", f"argument {name!r}"),
                     parameter=name, type_name=e.type_name) from None
         return result
-
-
-_MEMO_SIZE = 4096

@@ -43,9 +43,9 @@ def test_ls_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     _fill(loc)
     assert main(["--url", loc, "ls"]) == 0
     out = capsys.readouterr().out
-    assert out.count("pm:1:") == 4
+    assert out.count("pm:2:") == 4
     assert main(["--url", loc, "ls", "--namespace", "other"]) == 0
-    assert capsys.readouterr().out.count("pm:1:other:") == 1
+    assert capsys.readouterr().out.count("pm:2:other:") == 1
     assert main(["--url", loc, "stats"]) == 0
     out = capsys.readouterr().out
     assert "default:test_cli._fill.<locals>.alpha" in out
@@ -75,7 +75,7 @@ def test_maintain_and_env_default(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["maintain"]) == 0
     assert "ok" in capsys.readouterr().out
     assert main(["ls"]) == 0
-    assert capsys.readouterr().out.count("pm:1:") == 4
+    assert capsys.readouterr().out.count("pm:2:") == 4
 
 
 def test_bad_url_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,7 @@ from persistmemo import KeyEncodingError, register_key_encoder
 from persistmemo.errors import ConfigurationError
 from persistmemo.keys import KeyBuilder, canonical_bytes, code_fingerprint, function_identity
 
-KEY_RE = re.compile(r"^pm:1:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[0-9a-f]{64}$")
+KEY_RE = re.compile(r"^pm:2:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[A-Za-z0-9_.~%-]+:[0-9a-f]{64}$")
 
 
 def f3(a, b=0, c=None):
@@ -39,10 +40,10 @@ def key_of(func: Any, *args: Any, **kwargs: Any) -> str:
 
 
 def test_key_format_is_readable_and_fixed() -> None:
-    """A key is pm:1:<namespace>:<module.qualname>:<fingerprint>:<64 hex>."""
+    """A key is pm:2:<namespace>:<module.qualname>:<fingerprint>:<64 hex>."""
     k = key_of(f3, 1)
     assert KEY_RE.match(k), k
-    assert k.startswith("pm:1:default:test_keys.f3:")
+    assert k.startswith("pm:2:default:test_keys.f3:")
     assert len(k) < 140
 
 
@@ -218,7 +219,7 @@ def test_self_referencing_list_is_refused_not_recursion_error() -> None:
     """A list that contains itself raises KeyEncodingError, not RecursionError."""
     x: list[Any] = []
     x.append(x)
-    with pytest.raises(KeyEncodingError, match="nested deeper"):
+    with pytest.raises(KeyEncodingError, match="contains itself"):
         canonical_bytes(x)
 
 
@@ -324,22 +325,22 @@ def test_golden_keys(index: int) -> None:
     """Keys of fixed calls are pinned: a change here orphans every stored entry."""
     value, _ = GOLDEN_VALUES[index]
     key = golden_builder()((value,), {})
-    assert key.startswith("pm:1:default:test_keys.golden_builder.%3Clocals%3E.golden:v-golden:")
+    assert key.startswith("pm:2:default:test_keys.golden_builder.%3Clocals%3E.golden:v-golden:")
     assert key.rsplit(":", 1)[1] == GOLDEN_DIGESTS[index]
 
 
 GOLDEN_DIGESTS = [
-    "95b4ffd38c9baacc354cf1a663057335f218ab02fa72bdeb0b5da31bfccea53c",
-    "94f0c7c9ae47b91320663c65389fb5b2c86eee2a1ceaa8fae5fa58a0fde7858c",
-    "b7f89de9e48bcea3e76eed89ccb0169482504a2b6cb121204fb5bb07b8f3887a",
-    "b7531fe1495788eed9b90ba2151f2d2c5825075d545a4c6b1ea2a48f2536826d",
-    "2cd806c1d20815b6396d3ae5bd5f6bc069508dac3b478aa695d9a37f87872120",
-    "4e2d60b25a469d99fbbbd801ba50dff639dbd68694c3df2d7424532957111223",
-    "881971f5ff950bcf9b013b9bbb51bac01397aa16b83bc9055f2a176ce2fc9f3c",
-    "e4f20dc656e7f653f25d24465e8f1cfb10e593f37381c0bdbbb550debfc92f00",
-    "f797457ba95daf7b42570c6da5fcf770a1696c500ea07de9ecc42f288cd29a60",
-    "d0e6674bde74bf9228cdbd5fcb29794f876fa12d23eca26ff8e7319fd9af5b6e",
-    "435ca23d3df2afcaa30f72ffa4425f1940840705475c8524c0b37e76d4af6266",
+    "93f252d68dd7728585752e70703b7f36929bc41a14b01d129a18a6934fb60d09",
+    "961e668b85e53e922357b40eaa9f6e9e7b956ca58e9a9e62dda1d75646fb5aab",
+    "fff3a2da1771559fc87831ab6185a7f22ab92825f6fa6a317206da443b9bdff6",
+    "9d2daf332f9c9e620c9a351568a2ee722c1bc8750e2e1421b89b528a40f45dd7",
+    "d73f96177e3866aed10ef640758170281a82165f86d708b272d2b1c03964f4f7",
+    "e12427860600db69e7207c922a512be53e999a877b876e1c57d52152a9071d5c",
+    "57c2a7da318766f950c1331621fa40b4021e14668a883a941b99807de9205afb",
+    "dcaa63d3f9e0c0dad585ef7e0dac8d1e4bcff9f1b335e6ed9ab91332d5dfecdb",
+    "883db2d1b2741ee09c3145dfa2e77b32d5a470c66babded83ebfd637293daf56",
+    "f5626dee797d8be7c2c15768ea00fee9f4e510f7bf19916ab0948e7669874767",
+    "30b4c5bef6baf2ddcc6d819655bfc059e0b06c72bc4b418fd5591aab275d048d",
 ]
 
 # -- hypothesis -------------------------------------------------------------------------------
@@ -399,9 +400,10 @@ def test_dict_order_property(d: dict[str, int], rnd: Any) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(values, max_size=4))
 def test_concatenation_is_unambiguous(parts: list[Any]) -> None:
-    """The encoding of a tuple determines its parts (self-delimiting)."""
-    assert canonical_bytes(tuple(parts)) == b"(" + len(parts).to_bytes(8, "big") + b"".join(
-        canonical_bytes(p) for p in parts)
+    """The encoding of a tuple is its parts, self-delimiting (a long one: their digest)."""
+    full = b"(" + len(parts).to_bytes(8, "big") + b"".join(canonical_bytes(p) for p in parts)
+    expected = full if len(full) <= 64 or not parts else b"H" + blake3(full).digest()
+    assert canonical_bytes(tuple(parts)) == expected
 
 
 STABILITY_SCRIPT = """
@@ -430,4 +432,58 @@ def test_keys_stable_across_processes_and_hash_seeds() -> None:
                              text=True, timeout=60, check=True)
         outs.add(res.stdout.strip())
     assert len(outs) == 1
-    assert outs.pop().count("pm:1:") == 7
+    assert outs.pop().count("pm:2:") == 7
+
+
+GOLDEN_FINGERPRINT = "8a7a2e06750d769ed8d515965ca6cd6fecb15e6c303e071d992a25ca3adfda43"
+GOLDEN_MANIFEST = {
+    "golden": ("code", "623057ee529060e3cc02df7109d58ee7"),
+    "RATE": ("value", "af3cbd8f8960312e16b5ed0c51875c73"),
+    "helper": ("code", "3b558bfd01a097ab64d4e0ce6a0bce9d"),
+}
+
+
+def test_golden_fingerprint() -> None:
+    """The fingerprint of a fixed function (helper + constant) and its key are pinned, and
+    the fingerprint is the documented digest of its manifest (docs/format.md)."""
+    from keymods.golden_fp import golden
+
+    from persistmemo._canonical import _text
+    from persistmemo._source import code_text
+
+    kb = KeyBuilder(golden)
+    assert kb((1,), {}) == ("pm:2:default:keymods.golden_fp.golden:8a7a2e06750d769e:"
+                            "46cbd1608b2383d211f655e29b87d67eea775a387265fe0343bbb9011aa5ddfe")
+    manifest = {k: tuple(v) for k, v in kb.dependencies().items()}
+    assert manifest == GOLDEN_MANIFEST
+    h = blake3(b"pm-fingerprint-2\0")
+    for name in sorted(manifest):
+        kind, digest = manifest[name]
+        h.update(_text(name) + _text(kind) + _text(digest))
+    assert h.hexdigest() == GOLDEN_FINGERPRINT
+    assert blake3(code_text(golden).encode()).hexdigest()[:32] == GOLDEN_MANIFEST["golden"][1]
+    assert blake3(canonical_bytes(0.5)).hexdigest()[:32] == GOLDEN_MANIFEST["RATE"][1]
+    assert code_text(golden).startswith("ast:(FunctionDef,name='golden',args=(arguments,")
+    assert "docstring" not in code_text(golden)
+
+
+GOLDEN_V2 = [  # (name, expression, BLAKE3 of its canonical bytes): the encodings new in v2
+    ("nested_shared", "[[list(range(20))] * 2] * 2",
+     "36febef0bc829e846ae20aa5e8f0beaa07ca05d86ec795e02a847b0335777c82"),
+    ("datetime64", "np.array(['2024-01-01', '2024-06-30'], dtype='datetime64[D]')",
+     "7bd717b53addffd8820408348f0c2dbc8522fcad36278bdde2373ec09b744f08"),
+    ("aligned_struct", "np.zeros(2, np.dtype([('a', 'u1'), ('b', '<f8')], align=True))",
+     "be3a5ec0f9054548b3a57da8460cab6d0f20342973cfac3893bd9396859c7d03"),
+    ("masked", "np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])",
+     "9e3bef5a15ceafb555b77af3397e062ecad2cf365b3676a2f42d081d60fa74fd"),
+    ("tz_micro", "dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, "
+     "microseconds=7), 'X'))",
+     "a4f923c6c2850a8c6f1ec7760bfcd8cd823490d2b9263144d723c9d9ec06c248"),
+]
+
+
+@pytest.mark.parametrize(("name", "expr", "digest"), GOLDEN_V2)
+def test_golden_v2_encodings(name: str, expr: str, digest: str) -> None:
+    """The v2 encodings (H digests of long parts, numpy masks, exact tz) are pinned."""
+    value = eval(expr, {"np": np, "dt": dt})  # fixed test expressions
+    assert blake3(canonical_bytes(value)).hexdigest() == digest, name

@@ -175,7 +175,7 @@ def test_cache_key_invalidate_refresh_and_clear(cache: Cache) -> None:
     f, calls = counted(cache)
     g, _ = counted(cache)  # another function with the same code and name (other closure)
     assert f.cache_key(1) == f.cache_key(a=1, b=0)
-    assert f.cache_key(1).startswith("pm:1:")
+    assert f.cache_key(1).startswith("pm:2:")
     f(1), f(2), g(1)
     assert f.invalidate(1) is True
     assert f.invalidate(1) is False

@@ -150,11 +150,11 @@ def test_keys_are_identical_across_processes_and_hash_seeds() -> None:
 
 
 GOLDEN = {  # blake3(canonical_bytes(value))[:32]: the persisted key format of these types
-    "tensor": "a986d8a2dc75ac009c43c25c355383ae",
-    "bf16": "be14808fa093bd8ed958488d8c895e12",
-    "series": "ddb3e855aa9d46fdf60ab17ce8077a90",
-    "table": "e42ffdee4820a4b12ec9c90bf2de8d4b",
-    "sparse": "f727d51ebfd9bf15c46116b0ad2258d2",
+    "tensor": "dfd7da3f233b5ea9f37233a4281f807c",
+    "bf16": "e45c1545f8ad01036f0d9f5f7e5b8eb1",
+    "series": "4e2e52b1480cd9cd760d947145a2fd87",
+    "table": "53eafafdfb796b44008a6c6f52d92ce2",
+    "sparse": "12418fc409106a7bfbb35ae5507af062",
 }
 
 

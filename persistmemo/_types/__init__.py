@@ -7,7 +7,7 @@ being encoded or decoded. An argument or result of a library's type means the li
 already imported by the caller, so the lookup itself never imports one.
 
 Keys: :func:`key_encoder` returns ``encode(value) -> bytes``, the canonical body appended after
-the ``X`` tag by :mod:`persistmemo._canonical` (kind name first, then the type's own fields; raw
+the ``L`` tag by :mod:`persistmemo._canonical` (kind name first, then the type's own fields; raw
 buffers are hashed in place with BLAKE3, never pickled, never a library's own hash function).
 
 Values: :func:`encode_value` / :func:`decode_value` frame a *carrier*: the ext data of
@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ["Unsupported", "decode_value", "encode_value", "key_encoder", "value_encoder"]
 
 # (top-level module, class qualname) -> module in this package. Base classes count too, so a
-# user's ``class Net(nn.Module)`` and a ``np.memmap`` subclass are found through their MRO.
+# user's ``class Net(nn.Module)`` and an ``np.memmap`` result are found through their MRO.
 _KEY_TYPES: dict[tuple[str, str], str] = {
     ("torch", "Tensor"): "torch",
     ("torch", "Parameter"): "torch",
@@ -52,13 +52,12 @@ _KEY_TYPES: dict[tuple[str, str], str] = {
     ("polars", "DataFrame"): "polars",
     ("polars", "Series"): "polars",
     ("scipy", "_spbase"): "scipy",
-    ("numpy", "memmap"): "numpy_extra",
 }
 _VALUE_TYPES: dict[tuple[str, str], str] = {
     **_KEY_TYPES,
     ("numpy", "ndarray"): "numpy_extra",  # structured dtypes and plain-data subclasses only
 }
-_LIBRARIES = frozenset(m for m, _ in _KEY_TYPES)
+_LIBRARIES = frozenset(m for m, _ in _VALUE_TYPES)
 _MODULES: dict[str, Any] = {}
 _u64 = struct.Struct(">Q").pack
 

@@ -5,7 +5,7 @@ names, formats, offsets, item size; nested records and sub-arrays included, obje
 refused). ``np.memmap`` is plain data and comes back as an ``ndarray``; ``np.recarray`` comes
 back as a recarray. Other subclasses (``np.matrix``, masked arrays, user classes) carry more than
 their data and are refused with a hint to return ``np.asarray(x)``.
-Keys: a memmap argument is keyed by its contents, like the ndarray it maps.
+(Keys of numpy values, memmaps included, are persistmemo._npkeys's.)
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ from typing import Any
 import numpy as np
 
 from persistmemo._types import Carrier
-from persistmemo._types._common import canonical, flat_bytes, qualname, text
+from persistmemo._types._common import flat_bytes, qualname
 from persistmemo.errors import SerializationError
 
 _PLAIN_KINDS = frozenset("biufcmMSUV")
-
-
-def key_encoder(cls: type) -> Callable[[Any], bytes]:
-    """Return the key encoder of np.memmap (its contents, as an ndarray)."""
-    return lambda a: text("numpy.memmap") + canonical(np.asarray(a))
 
 
 def _spec(dt: np.dtype[Any]) -> Any:

@@ -24,6 +24,11 @@ def upper(s: str) -> str:
     return s.upper()
 
 
+@cache.memoize(ignore_deps=("counter",), depends_on=(persistmemo,))
+def tracked(x: int) -> int:
+    return x
+
+
 @cache.memoize(version=2)
 async def fetch(url: str) -> bytes:
     return url.encode()
@@ -40,7 +45,9 @@ def uses() -> None:
     again: int = add.refresh(3)
     batch: list[int] = add.map([(1,), (2, 3)])
     hits: int = info.hits + info.misses
-    del total, half, text, key, gone, cleared, again, batch, hits
+    deps: dict[str, persistmemo.Dependency] = tracked.dependencies()
+    kind: str = deps["x"].kind
+    del total, half, text, key, gone, cleared, again, batch, hits, kind
     add("no")  # type: ignore[arg-type]
     upper(1)  # type: ignore[arg-type]
     persistmemo.set_default_cache(cache)

@@ -1,0 +1,197 @@
+"""The normalised text of one function's or class's own code (the leaf of a fingerprint).
+
+The source file (``linecache``, so notebook cells and IPython work too) is parsed once per file
+with :mod:`ast`; a function is found by its first line and name, a class by its qualified name,
+a lambda by its line and compiled code. The node is serialised by a version-tolerant walker:
+node type names and non-empty fields only, no line numbers, no comments, no docstrings, no
+decorators of the outermost definition. String literals are kept exactly as written (nothing
+is dedented). Keys must not change across Python versions, so bytecode is never hashed when
+the source is available.
+
+Only code without source (built with ``exec``) falls back to a bytecode text, marked with the
+Python version because bytecode changes between versions; its constants are encoded
+canonically, so set literals do not depend on ``PYTHONHASHSEED``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Any
+
+__all__ = ["code_text", "dump_ast"]
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_Index = tuple[dict[tuple[int, str], list[ast.AST]], dict[str, list[ast.AST]],
+               dict[int, list[ast.Lambda]]]
+_TREES: dict[str, tuple[list[str], _Index]] = {}
+
+
+def _body(node: ast.AST, body: list[ast.stmt]) -> list[ast.stmt]:
+    """A body without its docstring (a def/class/module docstring is documentation)."""
+    if (isinstance(node, (*_DEFS, ast.Module)) and body and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        return body[1:] or [ast.Pass()]
+    return body
+
+
+def dump_ast(node: Any, top: bool = False) -> str:
+    """Serialise an AST: type names and non-empty fields (fields new Pythons add stay empty)."""
+    if isinstance(node, ast.AST):
+        parts = [type(node).__name__]
+        for name in node._fields:
+            if top and name == "decorator_list":
+                continue
+            value = getattr(node, name, None)
+            if name == "body" and isinstance(value, list):
+                value = _body(node, value)
+            if value is None or value == []:
+                continue
+            parts.append(f"{name}={dump_ast(value)}")
+        return "(" + ",".join(parts) + ")"
+    if isinstance(node, list):
+        return "[" + ",".join(dump_ast(x) for x in node) + "]"
+    return repr(node)
+
+
+def _build_index(tree: ast.Module) -> _Index:
+    # Statements only: defs and classes are statements, so expressions are never walked here
+    # (lambdas are indexed on demand, see _lambdas).
+    funcs: dict[tuple[int, str], list[ast.AST]] = {}
+    classes: dict[str, list[ast.AST]] = {}
+    stack: list[tuple[list[ast.stmt], str]] = [(tree.body, "")]
+    while stack:
+        stmts, prefix = stack.pop()
+        for st in stmts:
+            inner = prefix
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([st.lineno] + [d.lineno for d in st.decorator_list])
+                funcs.setdefault((first, st.name), []).append(st)
+                if first != st.lineno:
+                    funcs.setdefault((st.lineno, st.name), []).append(st)
+                inner = f"{prefix}{st.name}.<locals>."
+            elif isinstance(st, ast.ClassDef):
+                classes.setdefault(prefix + st.name, []).append(st)
+                inner = f"{prefix}{st.name}."
+            for field in ("body", "orelse", "finalbody"):
+                sub = getattr(st, field, None)
+                if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+                    stack.append((sub, inner))
+            for part in (*getattr(st, "handlers", ()), *getattr(st, "cases", ())):
+                stack.append((part.body, inner))
+    return funcs, classes, {}
+
+
+def _lambdas(index: _Index, tree_lines: list[str], line: int) -> list[ast.Lambda]:
+    lambdas = index[2]
+    if not lambdas:  # first lambda of this file: one full walk
+        tree = ast.parse("".join(tree_lines))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Lambda):
+                lambdas.setdefault(node.lineno, []).append(node)
+        lambdas.setdefault(-1, [])
+    return lambdas.get(line, [])
+
+
+def _index(filename: str, module_globals: Any) -> _Index | None:
+    import linecache
+
+    lines = linecache.getlines(filename, module_globals)
+    if not lines:
+        return None
+    cached = _TREES.get(filename)
+    if cached is not None and cached[0] is lines:
+        return cached[1]
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    index = _build_index(tree)
+    _TREES[filename] = (lines, index)
+    return index
+
+
+def _same_lambda(lam: ast.Lambda, code: Any) -> bool:
+    import inspect
+
+    expr = ast.Expression(body=lam)
+    try:
+        compiled = compile(expr, "<lambda>", "eval")
+    except (SyntaxError, ValueError):
+        return False
+    inner = next((c for c in compiled.co_consts if inspect.iscode(c)), None)
+    return inner is not None and inner.co_code == code.co_code and \
+        inner.co_names == code.co_names and inner.co_varnames == code.co_varnames and \
+        _plain_consts(inner) == _plain_consts(code)
+
+
+def _plain_consts(code: Any) -> list[Any]:
+    import inspect
+
+    return [(type(c), c) for c in code.co_consts if not inspect.iscode(c)]
+
+
+def _find(obj: Any) -> ast.AST | None:
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        index = _index(code.co_filename, getattr(obj, "__globals__", None))
+        if index is None:
+            return None
+        if code.co_name == "<lambda>":
+            found = _lambdas(index, _TREES[code.co_filename][0], code.co_firstlineno)
+            if len(found) > 1:  # several lambdas on one line: the one whose code matches
+                exact = [lam for lam in found if _same_lambda(lam, code)]
+                args = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+                found = exact or [lam for lam in found
+                                  if tuple(a.arg for a in (*lam.args.args, *lam.args.kwonlyargs))
+                                  == args]
+                if len(found) > 1 and not exact:
+                    return None  # ambiguous: the bytecode fallback keeps them apart
+            return found[0] if found else None
+        funcs = index[0].get((code.co_firstlineno, code.co_name), [])
+        return funcs[0] if len(funcs) == 1 else None
+    if isinstance(obj, type):
+        module = sys.modules.get(obj.__module__)
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str):  # a notebook or REPL class: the file of its methods
+            codes = [v.__code__ for v in vars(obj).values() if hasattr(v, "__code__")]
+            file = codes[0].co_filename if codes else None
+        if not isinstance(file, str):
+            return None
+        index = _index(file, vars(module) if module is not None else None)
+        classes = index[1].get(obj.__qualname__, []) if index is not None else []
+        return classes[0] if len(classes) == 1 else None
+    return None
+
+
+def _const_text(c: Any) -> str:
+    import inspect
+
+    from persistmemo._canonical import canonical_bytes
+
+    if inspect.iscode(c):
+        return _bytecode_text(c)
+    if c is Ellipsis:
+        return "..."
+    try:
+        return canonical_bytes(c).hex()
+    except TypeError:
+        return type(c).__qualname__
+
+
+def _bytecode_text(code: Any) -> str:
+    consts = ",".join(_const_text(c) for c in code.co_consts)
+    return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
+
+
+def code_text(obj: Any) -> str:
+    """Return the normalised text of a function's or class's own code (see module docstring)."""
+    node = _find(obj)
+    if node is not None:
+        return ("lambda:" if isinstance(node, ast.Lambda) else "ast:") + dump_ast(node, top=True)
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        return "nocode:" + getattr(obj, "__qualname__", type(obj).__qualname__)
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    doc = "|doc" if getattr(obj, "__doc__", None) is not None else ""
+    return f"bytecode{version}:{getattr(obj, '__qualname__', '?')}:{_bytecode_text(code)}{doc}"
