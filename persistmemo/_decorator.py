@@ -114,7 +114,8 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         """Return what the code fingerprint covers: ``{name: Dependency(kind, digest)}``.
 
         ``kind`` is ``"code"`` (a user function/class), ``"value"`` (a global or closure
-        value), ``"library"`` (by qualified name) or ``"missing"`` (an unbound global).
+        value), ``"library"`` (by qualified name), ``"effect"`` (a variable only used for side
+        effects, keyed by its type) or ``"missing"`` (an unbound global).
         """
         return self.keys.dependencies()
 

@@ -362,7 +362,9 @@ class Engine:
     def clear(self) -> int:
         """Delete every entry of this function (all versions); 0 if the store failed."""
         try:
-            return self.backend.clear(self.keys.prefix)
+            cleared = self.backend.clear(self.keys.prefix)
+            self.backend.clear(self.keys.manifest_prefix)  # its dependency manifests
+            return cleared
         except BackendError as exc:
             self._failed(exc)
             return 0

@@ -137,7 +137,9 @@ class Store:
         """Delete every persistmemo entry of this namespace (every tier); return how many."""
         from persistmemo.keys import KEY_FORMAT
 
-        return self.backend.clear(f"pm:{KEY_FORMAT}:{self.namespace}:")
+        cleared = self.backend.clear(f"pm:{KEY_FORMAT}:{self.namespace}:")
+        self.backend.clear(f"pmm:{KEY_FORMAT}:{self.namespace}:")  # dependency manifests
+        return cleared
 
     def info(self) -> CacheInfo:
         """Counters of every function memoized on this cache in this process (their sums)."""
