@@ -48,7 +48,10 @@ class Compression:
         data = b"".join(chunks)
         if len(data) > size - size // 8 or len(data) > _MAX_EXT:
             return parts
-        return [b"\xc9" + struct.pack(">Ib", len(data), code), data]  # msgpack ext32
+        # A tagged payload (0xC1, u64 body length, body) whose body is one msgpack ext32: the
+        # reader decodes tagged payloads with its guarded ext hooks (see docs/codec.md).
+        ext_head = b"\xc9" + struct.pack(">Ib", len(data), code)
+        return [struct.pack(">BQ", 0xC1, len(ext_head) + len(data)), ext_head, data]
 
 
 def parse_compress(spec: Any, threshold: Any = None) -> Compression | None:
@@ -87,5 +90,8 @@ def decompress(data: bytes) -> bytes:
     """Return the payload inside a zstd frame written by :meth:`Compression.apply`."""
     import zstandard
 
-    out: bytes = zstandard.ZstdDecompressor().decompress(data)
+    size = zstandard.frame_content_size(data)
+    if size < 0 or size > _MAX_EXT:  # apply() writes the size and never more than 4 GiB
+        raise ValueError("zstd frame without a plausible content size")
+    out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
     return out

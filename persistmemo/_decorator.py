@@ -66,9 +66,10 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         cache = self._cache or default_cache()
         options = cache.options.merged(self._options)
         codec, backend = cache.codec, cache.backend
-        if {"serializer", "compress", "compress_threshold"} & set(self._options):
+        if {"serializer", "max_value_size", "compress", "compress_threshold"} & set(self._options):
             codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
-                               options.compress, options.compress_threshold)
+                               options.max_value_size, options.compress,
+                               options.compress_threshold)
         if options.mmap:
             from persistmemo._mmap import mapped
 
@@ -256,6 +257,7 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    max_value_size: int | None = ...,
     compress: str | bool | None = ...,
     compress_threshold: int | None = ...,
     mmap: bool | None = ...,
@@ -283,6 +285,7 @@ def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        max_value_size: the largest stored entry in bytes (default: the cache's, 1 GiB).
         compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
             at least that many bytes (default 64 KiB); ``False`` turns the cache's off.
         mmap: directory stores: return numpy arrays (and tensors) of stored results of 32 KiB

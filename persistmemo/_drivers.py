@@ -79,7 +79,10 @@ def _lookup(engine: Engine, args: tuple[Any, ...], kwargs: dict[str, Any]
         return MISSING, engine.call(args, kwargs)
     failed = None
     try:
-        value = engine.hit(engine.backend.get(key), key)
+        # get_owned: a buffer that is ours alone (the disk store reads large values into a
+        # bytearray that numpy results then use in place, without a copy).
+        backend = engine.backend
+        value = engine.hit(getattr(backend, "get_owned", backend.get)(key), key)
     except BackendError as exc:
         failed, value = exc, MISSING
     if value is not MISSING:

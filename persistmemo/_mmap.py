@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import threading
 import time
 from typing import Any
@@ -55,18 +56,25 @@ class _MappedBackend:
             return backend.get(key)
         if row is None or row[0] != _MODE_BINARY or not row[1]:
             return backend.get(key)
-        path = os.path.join(backend.cache.directory, row[1])
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_size == 0:
-                    return backend.get(key)
-                # Copy-on-write: pages are shared with the page cache until written, and a
-                # write (a tensor's in-place op) changes a private copy, never the file.
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        except OSError:  # culled between the SELECT and the open, or no address space
+        path = os.path.join(str(backend.directory), row[1])
+        try:  # like the store's own reads: never through a symlink, only a regular file
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:  # culled between the SELECT and the open, or a symlink
             return backend.get(key)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return backend.get(key)
+            # Copy-on-write: pages are shared with the page cache until written, and a write
+            # (a tensor's in-place op) changes a private copy, never the file.
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        except OSError:  # no address space for it: the normal read
+            return backend.get(key)
+        finally:
+            os.close(fd)
         return _Mapping(mm, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, key))
+
+    get_owned = get  # the engine's hit path asks for a buffer of its own: a mapping is one
 
 
 class _Mapping:
@@ -101,28 +109,36 @@ class MappedCodec:
         if type(data) is not _Mapping:
             return self._codec.decode(data, key=key)
         codec = self._codec
-        if codec._hmac is not None or codec._loads.__name__ != "_unpack":
+        if getattr(codec._loads, "__name__", "") != "_unpack":
             return codec.decode(bytes(data), key=key)  # pickle/custom serializers: normal read
         return _decode_mapped(codec, data, key)
 
 
 def _decode_mapped(codec: Any, data: _Mapping, key: str) -> Any:
+    """Codec.decode over a mapping: the same checks, then arrays as views (no copy)."""
     from persistmemo._msgpack_ext import _unpack
-    from persistmemo.codec import _HEADER_TAIL, Entry, _blake3_check, _key_bytes
+    from persistmemo._signing import checksum_ok
+    from persistmemo.codec import _HEADER_TAIL, Entry
 
     view = memoryview(data.mm)
     start, n = codec._start, len(view)
-    if n < start or bytes(view[:4]) != codec._prefix:
+    if n > codec._max or n < start or bytes(view[:6]) != codec._prefix:
         return codec.decode(bytes(view), key=key)  # let the codec say what is wrong
-    created, duration, meta_len = _HEADER_TAIL.unpack_from(view, 4)
+    if "\0" in key:
+        raise DecodeError("cache keys must not contain NUL")
+    created, duration, meta_len = _HEADER_TAIL.unpack_from(view, 8)
     payload_start = start + meta_len
     if payload_start > n:
         raise DecodeError("stored entry is truncated (meta length exceeds the data)")
     if not _already_verified(data.identity):
-        head = _key_bytes(key, DecodeError) + bytes(view[:24])
-        if _blake3_check(head, (view[start:],), n) != bytes(view[24:start]):
-            raise DecodeError("integrity check failed: corrupt, truncated, or stored under "
-                              "another key")
+        head = key.encode("utf-8", "surrogatepass") + b"\0" + bytes(view[:32])
+        body, check = view[start:], bytes(view[32:start])
+        signer = codec._signer
+        ok = signer.verify(head, body, check) if signer is not None else checksum_ok(
+            head, body, check)
+        if not ok:
+            raise DecodeError("integrity check failed: corrupt, truncated, forged, or stored "
+                              "under another key")
         with _verified_lock:
             _verified[data.identity] = True
     try:

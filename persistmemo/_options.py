@@ -56,6 +56,12 @@ def _threshold(value: Any, name: str) -> int:
     return value
 
 
+def _size(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 64:
+        raise ConfigurationError(f"{name} must be a number of bytes >= 64, got {value!r}")
+    return value
+
+
 # name -> (checker, "None means inherit", default). ``memoize(lock=None)`` inherits the cache's
 # setting, while ``memoize(ttl=None)`` means "no expiry", so the two rules are per option.
 SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
@@ -64,6 +70,7 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "lock_ttl": (_positive, True, 10.0),
     "lock_wait": (_duration, False, 300.0),
     "serializer": (_any, True, None),  # None: the cache's codec
+    "max_value_size": (_size, True, 1 << 30),  # larger results are not stored, entries missed
     "compress": (_compress, True, None),  # "zstd" / "zstd:<level>"; False: none
     "compress_threshold": (_threshold, True, None),  # None: persistmemo._compress's default
     "mmap": (_flag, True, False),  # directory stores: map big hits (persistmemo._mmap)
@@ -77,8 +84,8 @@ class Options:
     A plain class, not a dataclass: ``dataclasses`` imports ``inspect`` (~10 ms of a cold start).
     """
 
-    __slots__ = ("compress", "compress_threshold", "lock", "lock_ttl", "lock_wait", "mmap",
-                 "serializer", "ttl")
+    __slots__ = ("compress", "compress_threshold", "lock", "lock_ttl", "lock_wait",
+                 "max_value_size", "mmap", "serializer", "ttl")
     ttl: float | None
     lock: bool
     lock_ttl: float
@@ -87,6 +94,7 @@ class Options:
     compress: Any
     compress_threshold: int | None
     mmap: bool
+    max_value_size: int
 
     def __init__(self, **given: Any) -> None:
         for name, (_, _, default) in SPECS.items():

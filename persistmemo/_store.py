@@ -38,19 +38,29 @@ def check_namespace(namespace: str) -> str:
 
 
 def make_codec(serializer: str | Serializer | None, secret: bytes | str | None,
-               verify_keys: Iterable[bytes | str] = (), compress: Any = None,
-               compress_threshold: int | None = None) -> Codec:
-    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret)."""
-    from persistmemo.codec import Codec, get_serializer
+               verify_keys: Iterable[bytes | str] = (), max_value_size: int | None = None,
+               compress: Any = None, compress_threshold: int | None = None) -> Codec:
+    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret).
 
-    if secret is None and serializer == "pickle":
+    With a secret every entry is signed, whatever the serializer, and unsigned or badly signed
+    entries are misses.
+    """
+    from persistmemo.codec import DEFAULT_MAX_VALUE_SIZE, Codec, get_serializer
+
+    if secret is None:
         secret = os.environ.get("PERSISTMEMO_SECRET") or None
-    s = get_serializer(serializer, secret=secret, verify_keys=tuple(verify_keys))
-    if compress is None or compress is False:
-        return Codec(s)
-    from persistmemo._compress import parse_compress
+    keys = tuple(verify_keys)
+    if keys and secret is None:
+        raise ConfigurationError("verify_keys needs a secret (pass secret=... or set "
+                                 "PERSISTMEMO_SECRET): they are older secrets for reading")
+    compression = None
+    if compress is not None and compress is not False:
+        from persistmemo._compress import parse_compress
 
-    return Codec(s, compress=parse_compress(compress, compress_threshold))
+        compression = parse_compress(compress, compress_threshold)
+    return Codec(get_serializer(serializer, secret=secret, verify_keys=keys),
+                 secret=secret, verify_keys=keys,
+                 max_value_size=max_value_size or DEFAULT_MAX_VALUE_SIZE, compress=compression)
 
 
 class Store:
@@ -77,8 +87,8 @@ class Store:
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
         o = self.options
-        self.codec = make_codec(o.serializer, secret, self._verify_keys, o.compress,
-                                o.compress_threshold)
+        self.codec = make_codec(o.serializer, secret, self._verify_keys, o.max_value_size,
+                                o.compress, o.compress_threshold)
         self.stats = Stats()
         self.breaker = Breaker(backoff=seconds(backoff, "backoff") or 0.0,
                                fail_open=bool(fail_open))
@@ -100,6 +110,9 @@ class Store:
 
     def _resolve(self) -> BaseBackend:
         backend = adapt(resolve_backend(self._location, **self._backend_options))
+        limit = getattr(backend, "limit_reads", None)
+        if limit is not None:  # the store refuses entries over max_value_size before reading
+            limit(self.codec.max_value_size)
         if self._local is not None:
             from persistmemo.backends.tiered import TieredBackend
 
