@@ -6,7 +6,7 @@ it: numpy arrays in the result are read-only views of the mapping, shared throug
 by every process that opens the same entry; torch tensors are zero-copy too (the mapping is
 copy-on-write, so an in-place op changes a private copy, never the file). The entry's integrity
 is still checked (the same
-BLAKE3 check as a normal read, over the mapping); a file that verified once is remembered by its
+checksum or MAC as a normal read, over the mapping); a file that verified once is remembered by its
 device, inode, size and modification time, so later hits in the process cost milliseconds
 whatever the size. Anything else (small entries, other stores, pickle, compressed payloads)
 takes the normal path.
