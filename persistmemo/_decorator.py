@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from persistmemo._stats import CacheInfo
     from persistmemo._store import Store
     from persistmemo.codec import Serializer
+    from persistmemo.keys import KeyBuilder
 
 __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 
@@ -54,6 +55,9 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         namespace = options.get("namespace") or (cache.namespace if cache else "default")
         if options.get("namespace") is not None:
             check_namespace(namespace)
+        # On the default cache, the namespace is the default cache's (function > cache >
+        # default, like every option), known only when the default cache is first needed.
+        self._default_namespace = options.get("namespace") is None and cache is None
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
                                ignore=options.get("ignore") or (), key=options.get("key"),
                                ignore_deps=options.get("ignore_deps") or (),
@@ -64,6 +68,8 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         from persistmemo._store import default_cache, make_codec
 
         cache = self._cache or default_cache()
+        if self._default_namespace:
+            self.keys.set_namespace(cache.namespace)
         options = cache.options.merged(self._options)
         codec = cache.codec
         if "serializer" in self._options:
@@ -97,13 +103,21 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         """The get-or-compute engine (built on first use)."""
         return self._engine or self._start()
 
+    def _keys(self) -> KeyBuilder:
+        """The key builder, in its final namespace (see ``_default_namespace``)."""
+        if self._engine is None and self._default_namespace:
+            from persistmemo._store import default_cache
+
+            self.keys.set_namespace(default_cache().namespace)
+        return self.keys
+
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the key under which ``f(*args, **kwargs)`` is stored."""
-        return self.keys(args, kwargs)
+        return self._keys()(args, kwargs)
 
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
-        return self.keys.describe(args, kwargs)
+        return self._keys().describe(args, kwargs)
 
     def dependencies(self) -> dict[str, Dependency]:
         """Return what the code fingerprint covers: ``{name: Dependency(kind, digest)}``.

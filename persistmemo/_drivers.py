@@ -119,6 +119,9 @@ def async_driver(protocol: Protocol, memo: Any = None
                     result = engine.flights.ajoin(a[0])
                 else:  # WAIT
                     result = await _wait(target.future, a[0])
+            except GeneratorExit:  # abandoned (its loop closed): clean up without any I/O
+                steps.close()
+                raise
             except BaseException as exc:
                 error = exc
 

@@ -82,8 +82,11 @@ class Engine:
         self.stats = Stats(parent=stats)
         self.flights = Flights()
         self._warned: set[str] = set()
-        self._seen: dict[str, tuple[bytes, Any]] = {}
+        self._seen: dict[str, tuple[bytes, Any, float | None]] = {}
         self._stable = bool(getattr(backend, "stable_reads", False))
+        # A composite store (the local tier) that keeps serving when one of its stores fails
+        # reports those failures here, so they reach the counters like any other store error.
+        self._take_failures = getattr(backend, "take_failures", None)
 
     # -- pure helpers ----------------------------------------------------------------------
     def _warn_once(self, tag: str, message: str, *args: Any) -> bool:
@@ -97,19 +100,42 @@ class Engine:
         self.stats.count("errors")
         self.breaker.failed(exc)
 
+    def absorbed(self) -> None:
+        """Count the failures a composite store absorbed (it served from its other tier)."""
+        if self._take_failures is not None:
+            n = self._take_failures()
+            if n:
+                self.stats.count("errors", n)
+
     def decode(self, raw: Any, key: str, *, recheck: bool = False) -> Any:
         """Decode stored bytes; a failure is a miss (counted unless ``recheck``), MISSING."""
+        return self._entry(raw, key, recheck)[0]
+
+    def _entry(self, raw: Any, key: str, recheck: bool = False) -> tuple[Any, float | None]:
+        """``(value or MISSING, expiry time or None)`` of stored bytes.
+
+        An entry older than the function's ``ttl`` is a miss too: a copy may outlive its entry
+        (a local tier in front of a store that cannot report remaining TTLs, a store that
+        ignores TTLs), and the entry's own creation time is the one clock every copy shares.
+        """
         if raw is MISSING:
-            return MISSING
+            return MISSING, None
         try:
-            return self.codec.decode(raw, key=key).value
+            entry = self.codec.decode(raw, key=key)
         except DecodeError as exc:
             if not recheck:
                 self.stats.count("decode_failures")
                 self._warn_once("decode:" + str(exc).split(":", 1)[0], "persistmemo: stored "
                                 "entry for %s could not be used (%s); recomputing",
                                 self.keys.identity, exc)
-            return MISSING
+            return MISSING, None
+        ttl = self.options.ttl
+        if ttl is None:
+            return entry.value, None
+        expires = entry.created + ttl
+        if expires <= time.time():
+            return MISSING, None  # expired (see above): recomputed and stored afresh
+        return entry.value, expires
 
     def encode(self, value: Any, key: str, duration: float) -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
@@ -144,16 +170,16 @@ class Engine:
         if raw is MISSING:
             return MISSING
         seen = self._seen.get(key)
-        if seen is not None and seen[0] is raw:
+        if seen is not None and seen[0] is raw and (seen[2] is None or time.time() < seen[2]):
             self.stats.hit()
             return seen[1]
-        value = self.decode(raw, key)
+        value, expires = self._entry(raw, key)
         if value is not MISSING:
             self.stats.hit()
             if self._stable and frozen(value):
                 if len(self._seen) >= _SEEN_MAX:
                     self._seen.clear()
-                self._seen[key] = (raw, value)
+                self._seen[key] = (raw, value, expires)
         return value
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -173,6 +199,7 @@ class Engine:
             self._failed(error)
         elif self.breaker.down_until:
             self.breaker.ok()
+        self.absorbed()
         return (yield from self._miss(key, args, kwargs))
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -193,6 +220,7 @@ class Engine:
                 self._failed(exc)
             else:
                 self.breaker.ok()
+                self.absorbed()
                 found = [self.decode(r, k) for r, k in zip(raws, keys)]
         results: list[Any] = []
         done: dict[str, Any] = {}
@@ -217,6 +245,7 @@ class Engine:
             return MISSING
         if self.breaker.down_until:
             self.breaker.ok()
+        self.absorbed()
         return self.hit(raw, key)
 
     def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -276,10 +305,16 @@ class Engine:
                 yield (SLEEP, None, (delay,), _NOKW)
             try:
                 acquired, raw = yield (IO, "acquire_and_get", (lock, key), _NOKW)
+                value = self.decode(raw, key, recheck=True)
+                if value is MISSING and raw is not MISSING and not acquired:
+                    # Present but unusable (corrupt, foreign, another secret, expired): a
+                    # store may report it without trying the lease (a local tier does), and
+                    # waiting for it to turn into a value could take the whole lock_wait.
+                    acquired = yield (IO, "acquire", (lock,), _NOKW)
             except BackendError as exc:
                 self._failed(exc)
                 return MISSING, None, False
-            value = self.decode(raw, key, recheck=True)
+            self.absorbed()
             if value is not MISSING or acquired:
                 return value, raw, acquired
             if not waited:
@@ -301,10 +336,14 @@ class Engine:
         """Compute (under ``lock`` if held), hand the result to ``flight``, store it."""
         self.stats.count("misses")
         if lock is not None:
-            renewer.add(lock)
+            renewer.add(lock, None if flight is None else flight.alive)
         start = time.perf_counter()
         try:
             value = yield (COMPUTE, None, args, kwargs)
+        except GeneratorExit:  # abandoned (its event loop closed): no step may run any more
+            if lock is not None:
+                renewer.discard(lock)  # the lease lapses within lock_ttl
+            raise
         except BaseException:
             if lock is not None:
                 renewer.discard(lock)
@@ -325,6 +364,7 @@ class Engine:
             self._failed(exc)
         else:
             self.stats.count("stores")
+        self.absorbed()
         return value
 
     def _store_manifest(self) -> Steps:

@@ -141,6 +141,15 @@ class KeyBuilder:
         self._memo_ok = key is None and all(type(d) in _MEMO_DEFAULTS for d in self._defaults)
         self._memo: dict[tuple[Any, ...], str] = {}
 
+    def set_namespace(self, namespace: str) -> None:
+        """Move the keys to ``namespace`` (a function on the default cache takes the default
+        cache's namespace when it first needs a key, not the one in force when decorated)."""
+        if namespace != self.namespace:
+            self.namespace = namespace
+            self.prefix = f"pm:{KEY_FORMAT}:{_escape(namespace)}:{_escape(self.identity)}:"
+            if self._fingerprint is not None:
+                self._refresh()
+
     # -- fingerprint -------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
