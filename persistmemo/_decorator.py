@@ -139,13 +139,19 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         """Return this function's counters in this process (hits, misses, stores, ...)."""
         return self.engine.stats.snapshot()
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr_name = name
+
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        entry = self.__dict__.get("_entry")
-        if entry is None:
-            entry = self.__dict__["_entry"] = self.entry()
-        return _Bound(entry, obj)
+        binder = self.__dict__.get("_binder")
+        if binder is None:
+            from persistmemo._bound import Binder
+
+            name = self.__dict__.get("_attr_name") or self.__wrapped__.__name__
+            binder = self.__dict__["_binder"] = Binder(self.entry(), name)
+        if obj is None:  # K.method: the function (pickles by reference, inspect sees it)
+            return binder.entry
+        return binder.bind(obj)
 
     def __repr__(self) -> str:
         return f"<memoized {self.keys.identity}>"
@@ -202,22 +208,6 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         __call__ = async_driver(Engine.call)
         refresh = async_driver(Engine.refresh)
         map = async_driver(Engine.map)
-
-
-class _Bound(functools.partial):  # type: ignore[type-arg]
-    """A memoized method bound to an instance (``obj.method``).
-
-    A ``functools.partial`` of the driver function: calling it costs no Python frame of its own
-    (deep recursion through methods), and ``inspect.iscoroutinefunction`` sees through it. The
-    helpers that take call arguments (``cache_key``, ``invalidate``, ...) are bound to the
-    instance too.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.func, name)
-        if name in ("cache_key", "explain_key", "invalidate", "refresh"):
-            return functools.partial(attr, *self.args)
-        return attr
 
 
 def wrap(cache: Store | None, func: Callable[..., Any], **options: Any) -> Any:

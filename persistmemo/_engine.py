@@ -37,9 +37,9 @@ __all__ = ["COMPUTE", "IO", "JOIN", "SLEEP", "WAIT", "CacheInfo", "Engine", "Ste
            "UncacheableResultWarning"]
 
 # Step kinds: (kind, target, args, kwargs). IO: target names a backend method (its async twin
-# is "a" + target). COMPUTE: call the function with args/kwargs. SLEEP: args[0] seconds. JOIN:
-# join the flight of key args[0]; sent (flight, role). WAIT: wait up to args[0] seconds for
-# flight ``target``; sent whether it finished.
+# is "a" + target). COMPUTE: call the function with args/kwargs (target: the lease held).
+# SLEEP: args[0] seconds. JOIN: join the flight of key args[0]; sent (flight, role). WAIT: wait
+# up to args[0] seconds for flight ``target``; sent whether it finished.
 IO, COMPUTE, SLEEP, JOIN, WAIT = "io", "compute", "sleep", "join", "wait"
 Step = tuple[str, Any, tuple[Any, ...], dict[str, Any]]
 Steps = Generator[Step, Any, Any]
@@ -123,6 +123,8 @@ class Engine:
         try:
             entry = self.codec.decode(raw, key=key)
         except DecodeError as exc:
+            if isinstance(exc.__cause__, RecursionError):  # the stack ran out, not the entry
+                raise RecursionError(str(exc.__cause__)) from exc
             if not recheck:
                 self.stats.count("decode_failures")
                 self._warn_once("decode:" + str(exc).split(":", 1)[0], "persistmemo: stored "
@@ -142,6 +144,8 @@ class Engine:
         try:
             return self.codec.encode(value, key=key, created=time.time(), duration=duration)
         except SerializationError as exc:
+            if isinstance(exc.__cause__, RecursionError):  # the stack ran out (a deep
+                return None  # recursion's innermost levels): the value is fine, just not stored
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             msg = f"persistmemo: result of {self.keys.identity}() not cached: {exc}"
             if self._warn_once("enc:" + tname, "%s", msg):
@@ -335,11 +339,11 @@ class Engine:
              flight: Flight | None) -> Steps:
         """Compute (under ``lock`` if held), hand the result to ``flight``, store it."""
         self.stats.count("misses")
-        if lock is not None:
-            renewer.add(lock, None if flight is None else flight.alive)
-        start = time.perf_counter()
         try:
-            value = yield (COMPUTE, None, args, kwargs)
+            if lock is not None:
+                renewer.add(lock, None if flight is None else flight.alive)
+            start = time.perf_counter()
+            value = yield (COMPUTE, lock, args, kwargs)  # (the driver sees the lease held)
         except GeneratorExit:  # abandoned (its event loop closed): no step may run any more
             if lock is not None:
                 renewer.discard(lock)  # the lease lapses within lock_ttl

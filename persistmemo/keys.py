@@ -256,10 +256,8 @@ class KeyBuilder:
                     _enc(v, out, 0)
             except _Unencodable as e:
                 raise _key_error(e, name, self.identity) from None
-            except RecursionError:
-                raise KeyEncodingError(
-                    f"cannot build a cache key: argument {name!r} of {self.identity}() is "
-                    f"nested too deeply", parameter=name) from None
+            # A RecursionError is the call stack running out (a value nested too deeply is
+            # an _Unencodable, from the encoder's own depth bound): it surfaces as itself.
         return out
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

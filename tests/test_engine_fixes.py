@@ -198,3 +198,113 @@ def test_cache_backoff_reaches_the_tiers_shared_store(fresh_redis: RedisServer) 
     tier = cache.backend
     assert isinstance(tier, TieredBackend)
     assert tier._shared_breaker.backoff == 0.3 and tier._local_breaker.backoff == 0.3
+
+
+def test_memoized_method_recursion_reaches_40_percent_of_plain_depth() -> None:
+    """A memoized recursive method goes at least 40% as deep as the plain method."""
+    cache = Cache("memory://")
+
+    class Plain:
+        def down(self, n: int) -> int:
+            return 0 if n == 0 else self.down(n - 1) + 1
+
+    class Memo:
+        def __persistmemo_key__(self) -> str:
+            return "memo"
+
+        @cache.memoize
+        def down(self, n: int) -> int:
+            return 0 if n == 0 else self.down(n - 1) + 1
+
+    def deepest(fn: Any, reset: Any) -> int:
+        best = 0
+        for depth in range(10, 3000, 10):
+            reset()
+            try:
+                fn(depth)
+            except RecursionError:
+                return best
+            best = depth
+        return best
+
+    plain = deepest(Plain().down, lambda: None)
+    memo = deepest(Memo().down, Memo.down.cache_clear)
+    assert memo >= 0.4 * plain
+
+
+@pytest.mark.parametrize("kind", ["function", "method"])
+def test_stack_exhaustion_surfaces_as_recursion_error_not_a_key_error(kind: str) -> None:
+    """Running out of stack raises RecursionError, never a KeyEncodingError about 'self'."""
+    cache = Cache("memory://")
+
+    class K:
+        def __persistmemo_key__(self) -> tuple[str, ...]:
+            return ("k",) * 3
+
+        @cache.memoize
+        def down(self, n: int) -> int:
+            return 0 if n == 0 else self.down(n - 1) + 1
+
+    @cache.memoize
+    def down(n: int, tag: tuple[str, ...] = ("a", "b")) -> int:
+        return 0 if n == 0 else down(n - 1, tag) + 1
+
+    fn: Any = K().down if kind == "method" else down
+    with pytest.raises(RecursionError):
+        fn(5000)
+    assert fn(50) == 50  # nothing left behind (no stale lease or flight): a fresh call works
+
+
+def test_every_helper_of_a_bound_method_binds_the_instance() -> None:
+    """obj.m.map / refresh / cache_key / explain_key / invalidate all take obj as self."""
+    from _methods_mod import K
+
+    k = K(1)
+    assert k.m.map([1, (2,)]) == [101, 102] == [k.m(1), k.m(2)]
+    assert k.m.refresh(1) == 101 and k.m.cache_key(1) == K.m.cache_key(k, 1)
+    assert k.m.explain_key(1) == K.m.explain_key(k, 1)
+    assert k.m.invalidate(1) is True and k.m.invalidate(1) is False
+    assert k.m.cache_info() == K.m.cache_info() and callable(k.m.cache_clear)
+    assert k.m.__name__ == "m" and k.m.__wrapped__ is K.m.__wrapped__
+    assert K(2).m.map([1]) == [201]
+
+
+def test_async_bound_method_map_binds_the_instance() -> None:
+    """await obj.am.map(...) calls the method on obj."""
+    from _methods_mod import K
+
+    k = K(3)
+    assert asyncio.run(k.am.map([1, 2])) == [301, 302]
+
+
+def test_bound_memoized_method_pickles_like_a_method() -> None:
+    """pickle.loads(pickle.dumps(obj.m)) is obj'.m, as for a plain bound method."""
+    import pickle
+
+    from _methods_mod import K
+
+    again = pickle.loads(pickle.dumps(K(4).m))
+    assert again(5) == 405 and again.__self__ if hasattr(again, "__self__") else True
+    assert pickle.loads(pickle.dumps(K.m)) is K.m
+
+
+def test_bound_memoized_method_runs_in_a_spawned_process_pool() -> None:
+    """A bound memoized method travels to ProcessPoolExecutor(spawn) workers."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from _methods_mod import K, call_bound
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        assert pool.submit(call_bound, K(6).m, 7).result(timeout=120) == 607
+
+
+def test_async_memoized_method_is_a_coroutine_function_on_class_and_instance() -> None:
+    """inspect.iscoroutinefunction is true of K.am and of K().am."""
+    import inspect
+
+    from _methods_mod import K
+
+    assert inspect.iscoroutinefunction(K.am) and inspect.iscoroutinefunction(K(1).am)
+    assert not inspect.iscoroutinefunction(K.m)
