@@ -53,8 +53,9 @@ class Binder:
 
 
 def _map_binder(entry_map: Any) -> Any:
-    def bound_map(obj: Any, calls: Any) -> Any:
+    def bound_map(obj: Any, calls: Any, /, **options: Any) -> Any:
         """``[obj.method(*c) for c in calls]`` (a tuple is positional arguments)."""
-        return entry_map([(obj, *c) if type(c) is tuple else (obj, c) for c in calls])
+        return entry_map([(obj, *c) if type(c) is tuple else (obj, c) for c in calls],
+                         **options)
 
     return bound_map

@@ -1,9 +1,11 @@
 """The circuit breaker: a store that is down is skipped for ``backoff`` seconds, not retried.
 
-Only :class:`~persistmemo.BackendUnavailable` (refused, timed out, paused) opens the breaker:
-then every call would pay the timeout again. Other errors (a full disk, Redis out of memory, a
-missing permission) are per command: reads may still work, so they are counted and logged once
-per kind but do not stop the store being used.
+:class:`~persistmemo.errors.StoreDisabled` (an unsafe or unusable cache directory) turns the
+store off for the rest of the process, with one warning naming the reason and the fix.
+Otherwise only :class:`~persistmemo.BackendUnavailable` (refused, timed out, paused) opens the
+breaker: then every call would pay the timeout again. Other errors (a full disk, Redis out of
+memory, a missing permission) are per command: reads may still work, so they are counted and
+logged once per kind but do not stop the store being used.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from persistmemo.errors import BackendError, BackendUnavailable
+from persistmemo.errors import BackendError, BackendUnavailable, StoreDisabled
 
 __all__ = ["Breaker"]
 
@@ -43,6 +45,13 @@ class Breaker:
         """Raise ``exc`` (``fail_open=False``), or log it and maybe open the breaker."""
         if not self.fail_open:
             raise exc
+        if isinstance(exc, StoreDisabled):  # unsafe/unusable directory: off for this process
+            first = self.down_until != float("inf")
+            self.down_until = float("inf")
+            if first:
+                _log().warning("persistmemo: cache store disabled for this process: %s; results "
+                               "are computed without it", exc)
+            return
         if isinstance(exc, BackendUnavailable):
             first = not self.down_until
             self.down_until = time.monotonic() + self.backoff

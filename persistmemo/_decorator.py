@@ -15,11 +15,11 @@ from persistmemo.errors import ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
+    from persistmemo._explain import Explanation
     from persistmemo._fingerprint import Dependency
     from persistmemo._stats import CacheInfo
     from persistmemo._store import Store
     from persistmemo.codec import Serializer
-    from persistmemo.keys import KeyBuilder
 
 __all__ = ["AsyncMemoized", "Memoized", "memoize"]
 
@@ -65,19 +65,48 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         self._engine: Engine | None = None
 
     def _start(self) -> Engine:
+        from persistmemo import _store, _switch
         from persistmemo._store import default_cache, make_codec
 
+        generation = _store.generation
         cache = self._cache or default_cache()
         if self._default_namespace:
-            self.keys.set_namespace(cache.namespace)
+            self._adopt_namespace(cache.namespace)
         options = cache.options.merged(self._options)
-        codec = cache.codec
-        if "serializer" in self._options:
-            codec = make_codec(options.serializer, cache._secret, cache._verify_keys)
-        self._engine = Engine(keys=self.keys, func=self.__wrapped__, options=options,
-                              codec=codec, backend=cache.backend, breaker=cache.breaker,
-                              stats=cache.stats)
-        return self._engine
+        codec, backend = cache.codec, cache.backend
+        if {"serializer", "max_value_size", "compress", "compress_threshold"} & set(self._options):
+            codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
+                               options.max_value_size, options.compress,
+                               options.compress_threshold)
+        if options.mmap:
+            from persistmemo._mmap import mapped
+
+            backend, codec = mapped(backend, codec, self.keys.identity)
+        engine = Engine(keys=self.keys, func=self.__wrapped__, options=options, codec=codec,
+                        backend=backend, breaker=cache.breaker, stats=cache.stats,
+                        usage=cache.usage)
+        engine.generation = generation
+        engine.disabled = _switch.env_disabled()
+        old = self._engine
+        if old is not None:  # moved to a new default cache: f.cache_info() keeps counting
+            for name in type(old.stats).__slots__:
+                if name != "parent":
+                    setattr(engine.stats, name, getattr(old.stats, name))
+        self._engine = engine
+        return engine
+
+    def _adopt_namespace(self, namespace: str) -> None:
+        """Functions on the default cache take its namespace (from the configuration)."""
+        self.keys.set_namespace(namespace)  # (the same builder: ignore_deps, depends_on kept)
+
+    def _current(self) -> Engine:
+        """The engine, (re)built on first use or after the default cache was replaced."""
+        from persistmemo import _store
+
+        engine = self._engine
+        if engine is None or (self._cache is None and engine.generation != _store.generation):
+            engine = self._start()
+        return engine
 
     def entry(self) -> Callable[..., Any]:
         """The function handed to the user: a driver bound to this object, with its methods.
@@ -95,35 +124,43 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
                 setattr(fn, name, getattr(self, name))
         fn.keys = self.keys
         fn.memo = fn.__memoized__ = self
+        self._public = fn
         entry: Callable[..., Any] = fn
         return entry
 
     @property
     def engine(self) -> Engine:
         """The get-or-compute engine (built on first use)."""
-        return self._engine or self._start()
-
-    def _keys(self) -> KeyBuilder:
-        """The key builder, in its final namespace (see ``_default_namespace``)."""
-        if self._engine is None and self._default_namespace:
-            from persistmemo._store import default_cache
-
-            self.keys.set_namespace(default_cache().namespace)
-        return self.keys
+        return self._current()
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the key under which ``f(*args, **kwargs)`` is stored."""
-        return self._keys()(args, kwargs)
+        self._current()  # the default cache's namespace comes from the configuration
+        return self.keys(args, kwargs)
+
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """Say whether ``f(*args, **kwargs)`` is stored, and if not, why (without calling f).
+
+        Returns an :class:`~persistmemo.Explanation`: ``hit``, ``key``, ``reasons`` (changed
+        argument by parameter, changed code or dependency by name, other namespace, other key
+        format, expired, never computed) and the ``nearest`` stored entries; its ``str()`` is a
+        readable report.
+        """
+        from persistmemo._explain import explain_call
+
+        return explain_call(self, args, kwargs)
 
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
-        return self._keys().describe(args, kwargs)
+        self._current()  # the default cache's namespace comes from the configuration
+        return self.keys.describe(args, kwargs)
 
     def dependencies(self) -> dict[str, Dependency]:
         """Return what the code fingerprint covers: ``{name: Dependency(kind, digest)}``.
 
         ``kind`` is ``"code"`` (a user function/class), ``"value"`` (a global or closure
-        value), ``"library"`` (by qualified name) or ``"missing"`` (an unbound global).
+        value), ``"library"`` (by qualified name), ``"effect"`` (a variable only used for side
+        effects, keyed by its type) or ``"missing"`` (an unbound global).
         """
         return self.keys.dependencies()
 
@@ -173,7 +210,7 @@ class Memoized(_MemoizedBase[P, R]):
         def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
             """Recompute ``f(*args, **kwargs)``, store it (replacing any entry), return it."""
 
-        def map(self, calls: Iterable[Any], /) -> list[R]:
+        def map(self, calls: Iterable[Any], /, *, progress: bool = False) -> list[R]:
             """Return ``[f(*c) for c in calls]`` with one batched lookup."""
     else:
         __call__ = sync_driver(Engine.call)
@@ -184,6 +221,8 @@ class Memoized(_MemoizedBase[P, R]):
 
         Each item is a tuple of positional arguments; any other item is a single argument.
         Hits are read in one batch; each miss is computed once (single-flight) and stored.
+        ``progress=True`` shows a progress bar on stderr (tqdm when installed) with the counts
+        of computed and reused results.
         """
 
 
@@ -202,7 +241,7 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
             """Recompute, store and return ``await f(*args, **kwargs)``."""
 
-        async def map(self, calls: Iterable[Any], /) -> list[R]:
+        async def map(self, calls: Iterable[Any], /, *, progress: bool = False) -> list[R]:
             """Return ``[await f(*c) for c in calls]`` with one batched lookup."""
     else:
         __call__ = async_driver(Engine.call)
@@ -254,6 +293,10 @@ def memoize(
     lock: bool | None = ...,
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
+    max_value_size: int | None = ...,
+    compress: str | bool | None = ...,
+    compress_threshold: int | None = ...,
+    mmap: bool | None = ...,
     ignore_deps: Iterable[str] = ...,
     depends_on: Iterable[Any] = ...,
     cache: Store | None = ...,
@@ -278,6 +321,11 @@ def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) 
         serializer: ``"msgpack"`` (default) or ``"pickle"`` (with a secret).
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
+        max_value_size: the largest stored entry in bytes (default: the cache's, 1 GiB).
+        compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
+            at least that many bytes (default 64 KiB); ``False`` turns the cache's off.
+        mmap: directory stores: return numpy arrays (and tensors) of stored results of 32 KiB
+            and more as memory-mapped views of the stored file; integrity is still checked.
         ignore_deps: global or closure variable names left out of the code fingerprint (a
             counter, ``t0 = time.time()``, a run id).
         depends_on: extra objects whose identity joins the fingerprint: values, functions,

@@ -32,7 +32,7 @@ from persistmemo._refs import (
     as_data,
     global_chains,
 )
-from persistmemo._source import code_text
+from persistmemo._source import code_text, effect_only_names
 from persistmemo.errors import ConfigurationError, KeyEncodingError
 
 __all__ = ["Resolver"]
@@ -89,6 +89,11 @@ class Resolver:
 
     # -- recording -----------------------------------------------------------------------------
     def _record(self, name: str, dep: Dependency) -> None:
+        old = self.manifest.get(name)
+        if old is not None and "effect" in (old.kind, dep.kind) and old.kind != dep.kind:
+            if dep.kind != "effect":  # read somewhere after all: the contents count
+                self.manifest[name] = dep
+            return
         base, n = name, 2
         while name in self.manifest and self.manifest[name] != dep:
             name, n = f"{base}#{n}", n + 1
@@ -252,8 +257,9 @@ class Resolver:
     def _references(self, fn: Any, label: str, top: bool) -> None:
         code = fn.__code__
         scope = self._scope(fn)
+        effects = effect_only_names(fn)
         for chain in global_chains(code):
-            self._global(fn.__globals__, chain, scope)
+            self._global(fn.__globals__, chain, scope, chain[0] in effects)
         for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
             full = f"{label}.{var}" if label else var
             if self._skip(var, full):
@@ -263,7 +269,10 @@ class Resolver:
             except ValueError:
                 value = _ABSENT
             self.cell_checks.append((cell, value))
-            self._visit(value, full)
+            if var in effects:
+                self._effect(value, full)
+            else:
+                self._visit(value, full)
         if not top:  # the memoized function's own defaults are bound into the arguments
             self._defaults(fn, code, label)
         wrapped = getattr(fn, "__wrapped__", None)
@@ -279,7 +288,29 @@ class Resolver:
             if not self._skip(pname, full):
                 self._visit(value, full)
 
-    def _global(self, g: dict[str, Any], chain: tuple[str, ...], scope: str) -> None:
+    def _effect(self, obj: Any, name: str) -> None:
+        """A variable used only for side effects: keyed by its type (not in the seen memo, so
+        a helper that reads it still records its contents)."""
+        obj = self._unwrap_memoized(obj)
+        if obj is None or obj is _ABSENT or isinstance(obj, (types.FunctionType, type,
+                                                             types.ModuleType)):
+            if obj is not None:
+                self._visit(obj, name)
+            return
+        self._active.add(id(obj))  # (the top object itself is not a nested library object)
+        try:
+            dep: Dependency | None = self._value(obj, name)
+        except KeyEncodingError:  # a user object with no encoding: fine, it is only a sink
+            dep = None
+        finally:
+            self._active.discard(id(obj))
+        if dep is None or dep.kind != "library":  # (a logger stays a library object)
+            cls = type(obj)
+            dep = Dependency("effect", _short(f"effect:{cls.__module__}.{cls.__qualname__}"))
+        self._record(name, dep)
+
+    def _global(self, g: dict[str, Any], chain: tuple[str, ...], scope: str,
+                effect: bool = False) -> None:
         root = chain[0]
         if root not in g and hasattr(builtins, root):
             return  # a builtin (len, print...): never a dependency
@@ -299,7 +330,10 @@ class Resolver:
                 return
             obj = d.get(attr, _ABSENT)
             self._bind(d, attr, obj)
-        self._visit(obj, name)
+        if effect:
+            self._effect(obj, name)
+        else:
+            self._visit(obj, name)
 
     def _bind(self, d: dict[str, Any], name: str, obj: Any) -> None:
         key = (id(d), name)

@@ -13,6 +13,8 @@ Leaves (resolved lazily, at the first call, by :mod:`persistmemo._deps`):
 - ``library``: an object of the standard library or an installed package, by qualified name (a
   module named in ``depends_on`` by its distribution's version).
 - ``missing``: a global name that is not bound (yet).
+- ``effect``: a variable the code only uses for side effects (``calls.append(x)``,
+  ``COUNTER += 1``), keyed by its type (see :func:`persistmemo._source.effect_only_names`).
 
 API for the engine (all cheap after the first call)::
 
@@ -39,7 +41,7 @@ __all__ = ["Dependency", "Fingerprint", "FrozenFingerprint"]
 
 
 class Dependency(NamedTuple):
-    """One leaf of a fingerprint: its kind (code/value/library/missing) and a short digest."""
+    """One leaf of a fingerprint: its kind (code/value/library/effect/missing), a short digest."""
 
     kind: str
     digest: str

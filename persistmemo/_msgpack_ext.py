@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from ._decode_limits import GUARD_FROM, Budget, unflooded, unflooded_dict
 from .errors import SerializationError
 
 # ---- msgpack extension codes. Persisted: never renumber, only add. Table in docs/codec.md. ----
@@ -49,6 +50,11 @@ EXT_UUID = 24
 EXT_PATH = 25
 EXT_NDARRAY = 32
 EXT_NPSCALAR = 33
+# 48: a third-party value (torch, pandas, Arrow, polars, scipy.sparse, structured numpy), framed
+# by persistmemo._types (kind + buffer table + plain meta), its buffers out of band.
+EXT_TYPED = 48
+# 49: a whole payload compressed with zstd (persistmemo._compress); decoded by every reader.
+EXT_ZSTD = 49
 
 # A payload that starts with 0xC1 (the one byte msgpack never emits) carries out-of-band buffers:
 # 0xC1, u64 body length, msgpack body, then the raw array buffers back to back.
@@ -244,27 +250,52 @@ def _checked_dtype(np: Any, spec: str) -> Any:
 class _Packing:
     """Per-call packing state: the out-of-band array buffers collected by ``default``."""
 
-    __slots__ = ("buffers", "size")
+    __slots__ = ("buffers", "size", "used")
 
     def __init__(self) -> None:
         self.buffers: list[memoryview] = []
         self.size = 0
+        self.used = False  # whether any ext was produced (then the payload is tagged 0xC1)
 
     def default(self, value: Any) -> Any:
+        self.used = True
         encoder = _ENCODERS.get(type(value))
         if encoder is not None:
             return encoder(value)
         if type(value).__module__ == "numpy":
             return self._numpy(value)
-        raise _unsupported(value)
+        return self._typed(value)
+
+    def _typed(self, value: Any) -> Any:
+        from . import _types  # lazy registry: imports a library's module only for its values
+
+        try:
+            data = _types.encode_value(value, self._add_buffer)
+        except SerializationError as exc:  # same wording as every unsupported value
+            raise _unsupported(value, str(exc)) from exc
+        if data is None:
+            raise _unsupported(value)
+        return _ext(EXT_TYPED, data)
+
+    def _add_buffer(self, view: memoryview) -> int:
+        offset = _align(self.size)  # every buffer starts 16-aligned in the region
+        if offset > self.size:
+            self.buffers.append(memoryview(bytes(offset - self.size)))
+            self.size = offset
+        if view.nbytes:
+            self.buffers.append(view)
+            self.size += view.nbytes
+        return offset
 
     def _numpy(self, value: Any) -> Any:
         np = sys.modules["numpy"]
         is_array = type(value) is np.ndarray  # subclasses (np.matrix, ...) are refused
         if not is_array and not isinstance(value, np.generic):
-            raise _unsupported(value)
+            return self._typed(value)  # np.memmap, np.recarray, ...
         dtype = value.dtype
         if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None:
+            if is_array:
+                return self._typed(value)  # structured dtypes
             raise _unsupported(value, f"numpy dtype {dtype}")
         spec = dtype.str.encode("ascii")
         if not is_array:  # a numpy scalar: np.float32, np.bool_, np.str_, np.datetime64, ...
@@ -279,14 +310,24 @@ class _Packing:
             value = np.ascontiguousarray(value)
         # The buffer travels after the msgpack body (no copy here; one copy into the envelope).
         head = bytes((len(spec),)) + spec + bytes((value.ndim,))
-        head += struct.pack(f">{value.ndim}QQ", *value.shape, self.size)
+        offset = _align(self.size)  # every buffer starts 16-aligned in the region
+        if offset > self.size:
+            self.buffers.append(memoryview(bytes(offset - self.size)))
+            self.size = offset
+        head += struct.pack(f">{value.ndim}QQ", *value.shape, offset)
         if value.nbytes:
             self.buffers.append(memoryview(value.reshape(-1).view(np.uint8)))
             self.size += value.nbytes
         return _ext(EXT_NDARRAY, head)
 
 
-def _pack(value: Any, unicode_errors: str | None) -> list[bytes | memoryview]:
+def _pack(value: Any, unicode_errors: str | None, exts: bool = False
+          ) -> list[bytes | memoryview]:
+    """Pack ``value``; ``exts``: it already holds ExtTypes (prepared bytearrays).
+
+    A payload holding any ext is tagged (0xC1, body length, body, buffers) so the reader decodes
+    it with the guarded hooks; an untagged payload must hold no ext at all.
+    """
     state = _Packing()
     packer = msgpack.Packer(
         default=state.default,
@@ -296,9 +337,18 @@ def _pack(value: Any, unicode_errors: str | None) -> list[bytes | memoryview]:
         buf_size=1024,  # the 256 KiB default costs a large malloc per call
     )
     body: bytes = packer.pack(value)
-    if not state.buffers:
+    if not (state.used or exts or state.buffers):
         return [body]
-    return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, *state.buffers]
+    if not state.buffers:
+        return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body]
+    end = _OOB_HEAD.size + len(body)
+    pad = bytes(_align(end) - end)  # the region starts 16-aligned (as does the payload)
+    return [_OOB_HEAD.pack(_OOB_TAG, len(body)), body, pad, *state.buffers]
+
+
+def _align(n: int) -> int:
+    """Round ``n`` up to a multiple of 16 (array buffers are aligned for any dtype)."""
+    return (n + 15) & ~15
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,8 +380,8 @@ def _b_fraction(items: list[Any]) -> Any:
 
 _MARKERS: dict[int, _Marker] = {
     EXT_TUPLE: _Marker(EXT_TUPLE, lambda items: tuple(items[1:])),
-    EXT_SET: _Marker(EXT_SET, lambda items: set(items[1:])),
-    EXT_FROZENSET: _Marker(EXT_FROZENSET, lambda items: frozenset(items[1:])),
+    EXT_SET: _Marker(EXT_SET, lambda items: set(unflooded(items[1:]))),
+    EXT_FROZENSET: _Marker(EXT_FROZENSET, lambda items: frozenset(unflooded(items[1:]))),
     EXT_ORDEREDDICT: _Marker(EXT_ORDEREDDICT, _b_odict),
     EXT_FRACTION: _Marker(EXT_FRACTION, _b_fraction),
 }
@@ -389,11 +439,21 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
-    """Build the decoder of a compact tuple/set/frozenset: its ext data is a msgpack array."""
+    """Build the decoder of a compact tuple/set/frozenset: its ext data is a flat msgpack array
+    of scalars (no map, no nested array: refused at the first one, before it can expand)."""
 
     def decode(data: bytes) -> Any:
+        lists = [0]
+
+        def one_list(items: list[Any]) -> list[Any]:
+            lists[0] += 1  # the top-level array is the only one, and it is finished last
+            if lists[0] > 1:
+                raise ValueError("nested array in a compact collection")
+            return items
+
         items = msgpack.unpackb(
-            data, raw=False, unicode_errors="surrogatepass", timestamp=3, ext_hook=_no_ext
+            data, raw=False, unicode_errors="surrogatepass", timestamp=3, ext_hook=_no_ext,
+            list_hook=one_list, max_map_len=0,
         )
         if type(items) is not list:
             raise ValueError("compact collection is not an array")
@@ -404,7 +464,7 @@ def _compact(build: Callable[[list[Any]], Any]) -> Callable[[bytes], Any]:
 
 _LEAVES: dict[int, Callable[[bytes], Any]] = {
     EXT_TUPLE: _compact(tuple),  # non-empty data; an empty one is a marker (general form)
-    EXT_SET: _compact(set),
+    EXT_SET: _compact(set),  # scalars only: no floodable hashes (see _decode_limits)
     EXT_FROZENSET: _compact(frozenset),
     EXT_BIGINT: lambda d: int.from_bytes(d, "big", signed=True),
     EXT_BYTEARRAY: bytearray,
@@ -434,61 +494,92 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
         count *= dim
     nbytes = count * dtype.itemsize
     # Buffers are laid out in the order the arrays occur: every byte is used exactly once.
-    if offset != state[1] or offset + nbytes > (0 if region is None else len(region)):
+    # Buffers are 16-aligned and in the order the arrays occur: no byte is used twice.
+    if offset != _align(state[1]) or offset + nbytes > (0 if region is None else len(region)):
         raise ValueError("ndarray buffer out of place")
     state[1] = offset + nbytes
     if nbytes == 0:
         return np.empty(shape, dtype=dtype)
+    assert region is not None
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape).copy()  # one copy: the stored bytes are immutable, results writable
+    if len(state) > 2 and not state[2]:  # mmap=True: a read-only view of the mapped file
+        view = flat.reshape(shape)
+        view.flags.writeable = False
+        return view
+    if region.readonly:  # bytes: copy once, so the result is writable
+        return flat.reshape(shape).copy()
+    # A private bytearray (the disk store reads values into one): the array keeps it alive and
+    # uses it in place, no copy.
+    return flat.reshape(shape)
 
 
-def _leaf_hook(code: int, ext: bytes) -> Any:
-    """The ext hook when the payload holds no container marker and no out-of-band buffer."""
-    leaf = _LEAVES.get(code)
-    if leaf is not None:
-        return leaf(ext)
-    if code == EXT_NDARRAY:  # only empty arrays can occur without out-of-band buffers
-        return _d_ndarray(ext, None, [0, 0])
-    raise ValueError(f"unexpected msgpack ext code {code}")
+def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
+    from . import _types
+
+    def take(offset: int, size: int) -> memoryview:
+        # Buffers are 16-aligned and in the order the values occur: no byte is used twice.
+        if offset != _align(state[1]) or offset + size > (0 if region is None else len(region)):
+            raise ValueError("buffer out of place")
+        state[1] = offset + size
+        return memoryview(b"") if region is None else region[offset : offset + size]
+
+    return _types.decode_value(data, take)
 
 
-_EMPTY_EXT8 = b"\xc7\x00"  # how msgpack encodes an ext with no data, i.e. every marker
+def _d_zstd(data: bytes, copy: bool) -> Any:
+    from ._compress import decompress
+
+    return _unpack(decompress(data), copy)
 
 
-def _unpack(data: bytes | memoryview) -> Any:
-    """Decode a msgpack payload (see docs/codec.md) with exact types."""
-    if data[:1] != b"\xc1":  # no out-of-band buffers
+def _no_ext_plain(code: int, ext: bytes) -> Any:
+    raise ValueError(f"ext code {code} in an untagged payload (forged)")
+
+
+def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
+    """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time.
+
+    ``copy=False`` (``mmap=True`` loads): numpy arrays are read-only views of ``data``.
+    """
+    if data[:1] != b"\xc1":  # untagged: plain msgpack without any ext
         if type(data) is not bytes:
             data = bytes(data)  # a copy, but msgpack parsing costs far more per byte
-        if data.find(_EMPTY_EXT8) < 0:
-            # Fast path (ints, strs, lists, dicts, compact tuples...): no marker can occur, so
-            # no per-call state and no list_hook. A forged marker in a non-canonical ext16/ext32
-            # reaches _leaf_hook and fails there.
+        if len(data) < GUARD_FROM:
+            # Fast path (ints, strs, lists, dicts...): no ext can occur, so no floodable hash;
+            # below GUARD_FROM even the worst expansion (~80x) stays a few tens of MiB.
             return msgpack.unpackb(
                 data,
                 raw=False,
                 strict_map_key=False,
                 unicode_errors="surrogatepass",
                 timestamp=3,
-                ext_hook=_leaf_hook,
+                ext_hook=_no_ext_plain,
             )
-    if data[:1] == b"\xc1":
-        _, body_len = _OOB_HEAD.unpack_from(data)
-        view = memoryview(data)
-        body_end = _OOB_HEAD.size + body_len
-        if body_end > len(view):
-            raise ValueError("body length exceeds payload")
-        body: bytes | memoryview = view[_OOB_HEAD.size : body_end]
-        region: memoryview | None = view[body_end:]
-    else:
-        body, region = data, None
+        return _guarded(data, None, len(data), plain=True)
+    _, body_len = _OOB_HEAD.unpack_from(data)
+    view = memoryview(data)
+    body_end = _OOB_HEAD.size + body_len
+    if body_end > len(view):
+        raise ValueError("body length exceeds payload")
+    start = _align(body_end) if len(view) > body_end else body_end
+    if start > len(view):
+        raise ValueError("out-of-band region is truncated")
+    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy)
+
+
+def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
+             plain: bool = False, copy: bool = True) -> Any:
+    """Decode with per-call hooks: markers, arrays, a memory budget and hash-flood checks."""
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
     # in between.
-    state = [0, 0]
+    state = [0, 0, int(copy)]  # state[2]: copy arrays (0: views, for mmap=True)
+    budget = Budget(size)
 
     def ext_hook(code: int, ext: bytes) -> Any:
+        if plain:
+            raise ValueError(f"ext code {code} in an untagged payload (forged)")
+        budget.charge_ext(len(ext))
         if not ext:
             marker = _MARKERS.get(code)
             if marker is not None:
@@ -496,13 +587,22 @@ def _unpack(data: bytes | memoryview) -> Any:
                 return marker
         if code == EXT_NDARRAY:
             return _d_ndarray(ext, region, state)
+        if code == EXT_TYPED:
+            return _d_typed(ext, region, state)
+        if code == EXT_ZSTD:
+            return _d_zstd(ext, copy)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:
+        budget.charge_list(len(items))
         if items and type(items[0]) is _Marker:
             state[0] -= 1
             return items[0].build(items)
         return items
+
+    def pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        budget.charge_dict(len(pairs))
+        return unflooded_dict(pairs)
 
     value = msgpack.unpackb(
         body,
@@ -512,6 +612,7 @@ def _unpack(data: bytes | memoryview) -> Any:
         timestamp=3,
         ext_hook=ext_hook,
         list_hook=list_hook,
+        object_pairs_hook=pairs_hook,
     )
     if state[0]:  # a marker outside first position leaked into the value: forged data
         raise ValueError("misplaced container marker")

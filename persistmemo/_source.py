@@ -195,3 +195,42 @@ def code_text(obj: Any) -> str:
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     doc = "|doc" if getattr(obj, "__doc__", None) is not None else ""
     return f"bytecode{version}:{getattr(obj, '__qualname__', '?')}:{_bytecode_text(code)}{doc}"
+
+
+_EFFECTS: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def effect_only_names(func: Any) -> frozenset[str]:
+    """Names the function uses only for side effects, never as a value it reads.
+
+    A name is effect-only when every load of it in the function's source (nested functions and
+    lambdas included) is the receiver of a method call whose result is discarded
+    (``calls.append(x)``, ``log.info(...)``, ``progress.update(1)`` as statements), and it is
+    otherwise only assigned (``COUNTER += 1``). Such a variable cannot flow into the result, so
+    the fingerprint keys it by its type, not by its contents (an accumulator list, a counter, a
+    metrics object). Without source, nothing is effect-only.
+    """
+    cached = _EFFECTS.get(id(func))
+    if cached is not None and cached[0] is func:
+        return cached[1]
+    node = _find(func)
+    names: frozenset[str] = frozenset()
+    if node is not None:
+        sinks: set[int] = set()
+        touched: set[str] = set()
+        reads: set[str] = set()
+        for n in ast.walk(node):  # breadth-first: a statement comes before its names
+            if isinstance(n, ast.Name):
+                if isinstance(n.ctx, ast.Load):
+                    (touched if id(n) in sinks else reads).add(n.id)
+            elif (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                    and isinstance(n.value.func, ast.Attribute)
+                    and isinstance(n.value.func.value, ast.Name)):
+                sinks.add(id(n.value.func.value))
+            elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
+                touched.add(n.target.id)
+        names = frozenset(touched - reads)
+    if len(_EFFECTS) > 4096:
+        _EFFECTS.clear()
+    _EFFECTS[id(func)] = (func, names)
+    return names

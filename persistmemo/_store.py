@@ -20,6 +20,7 @@ from persistmemo.config import resolve_backend, seconds
 from persistmemo.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from persistmemo._usage import Recorder
     from persistmemo.codec import Codec, Serializer
 
 __all__ = ["Store", "check_namespace", "default_cache", "make_codec", "set_default_cache"]
@@ -38,13 +39,29 @@ def check_namespace(namespace: str) -> str:
 
 
 def make_codec(serializer: str | Serializer | None, secret: bytes | str | None,
-               verify_keys: Iterable[bytes | str] = ()) -> Codec:
-    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret)."""
-    from persistmemo.codec import Codec, get_serializer
+               verify_keys: Iterable[bytes | str] = (), max_value_size: int | None = None,
+               compress: Any = None, compress_threshold: int | None = None) -> Codec:
+    """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret).
 
-    if secret is None and serializer == "pickle":
+    With a secret every entry is signed, whatever the serializer, and unsigned or badly signed
+    entries are misses.
+    """
+    from persistmemo.codec import DEFAULT_MAX_VALUE_SIZE, Codec, get_serializer
+
+    if secret is None:
         secret = os.environ.get("PERSISTMEMO_SECRET") or None
-    return Codec(get_serializer(serializer, secret=secret, verify_keys=tuple(verify_keys)))
+    keys = tuple(verify_keys)
+    if keys and secret is None:
+        raise ConfigurationError("verify_keys needs a secret (pass secret=... or set "
+                                 "PERSISTMEMO_SECRET): they are older secrets for reading")
+    compression = None
+    if compress is not None and compress is not False:
+        from persistmemo._compress import parse_compress
+
+        compression = parse_compress(compress, compress_threshold)
+    return Codec(get_serializer(serializer, secret=secret, verify_keys=keys),
+                 secret=secret, verify_keys=keys,
+                 max_value_size=max_value_size or DEFAULT_MAX_VALUE_SIZE, compress=compression)
 
 
 class Store:
@@ -70,7 +87,9 @@ class Store:
         self.options = Options().merged(check_options(engine_opts, where="Cache"))
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
-        self.codec = make_codec(self.options.serializer, secret, self._verify_keys)
+        o = self.options
+        self.codec = make_codec(o.serializer, secret, self._verify_keys, o.max_value_size,
+                                o.compress, o.compress_threshold)
         self.stats = Stats()
         self.breaker = Breaker(backoff=seconds(backoff, "backoff") or 0.0,
                                fail_open=bool(fail_open))
@@ -79,6 +98,7 @@ class Store:
         self._local = _check_local(local, local_max_bytes, local_ttl)
         self._backend: BaseBackend | None = None
         self._open_lock = threading.Lock()
+        self._usage: Recorder | None = None
         if location is not None:  # validate eagerly: a bad URL fails here, not on first call
             self._backend = self._resolve()
 
@@ -92,6 +112,9 @@ class Store:
 
     def _resolve(self) -> BaseBackend:
         backend = adapt(resolve_backend(self._location, **self._backend_options))
+        limit = getattr(backend, "limit_reads", None)
+        if limit is not None:  # the store refuses entries over max_value_size before reading
+            limit(self.codec.max_value_size)
         if self._local is not None:
             from persistmemo.backends.tiered import TieredBackend
 
@@ -107,6 +130,19 @@ class Store:
         from persistmemo._pickling import rebuild_cache
 
         return rebuild_cache, (type(self), self._location, tuple(sorted(self._init_kwargs.items())))
+
+    @property
+    def usage(self) -> Recorder:
+        """The batched recorder of this cache's usage statistics (persisted in the store)."""
+        u = self._usage
+        if u is None:
+            from persistmemo._usage import Recorder
+
+            with self._open_lock:
+                if self._usage is None:
+                    self._usage = Recorder(self)
+                u = self._usage
+        return u
 
     def available(self) -> bool:
         """Whether calls should use the store now (False during the breaker's back-off)."""
@@ -130,14 +166,18 @@ class Store:
         """Delete every persistmemo entry of this namespace (every tier); return how many."""
         from persistmemo.keys import KEY_FORMAT
 
-        return self.backend.clear(f"pm:{KEY_FORMAT}:{self.namespace}:")
+        cleared = self.backend.clear(f"pm:{KEY_FORMAT}:{self.namespace}:")
+        self.backend.clear(f"pmm:{KEY_FORMAT}:{self.namespace}:")  # dependency manifests
+        return cleared
 
     def info(self) -> CacheInfo:
         """Counters of every function memoized on this cache in this process (their sums)."""
         return self.stats.snapshot()
 
     def close(self) -> None:
-        """Close the store's connections and files."""
+        """Flush the usage statistics, then close the store's connections and files."""
+        if self._usage is not None:
+            self._usage.flush()
         if self._backend is not None:
             self._backend.close()
 
@@ -165,40 +205,56 @@ def _check_local(local: Any, max_bytes: Any, ttl: Any) -> tuple[Any, int, float]
 # -- the process-wide default cache ------------------------------------------------------------
 factory: Any = Store  # persistmemo._cache sets this to Cache (the class with .memoize)
 _default: Any = None
-_default_env: tuple[str | None, ...] = ()
+_default_env: tuple[Any, ...] = ()
 _default_explicit = False
 _default_lock = threading.Lock()
+#: Bumped whenever the default cache is replaced: functions that use the default cache notice
+#: it at their next call and move to the new one (the pytest fixture relies on this).
+generation = 0
 
 
-def _env_signature() -> tuple[str | None, ...]:
-    env = os.environ
-    return (env.get("PERSISTMEMO_URL"), env.get("XDG_CACHE_HOME"), env.get("HOME"))
+def _env_signature() -> tuple[Any, ...]:
+    from persistmemo._project import signature
+
+    return signature()
 
 
 def default_cache() -> Any:
     """The process-wide cache used by :func:`persistmemo.memoize`.
 
-    Created on first use from ``PERSISTMEMO_URL`` / the user cache directory; created anew if
-    those variables changed since (unless :func:`set_default_cache` chose one explicitly).
+    Created on first use from the project configuration: ``PERSISTMEMO_*`` variables, else
+    ``[tool.persistmemo]`` in the nearest ``pyproject.toml`` (or a ``persistmemo.toml``), else
+    the user cache directory; created anew if those changed since (unless
+    :func:`set_default_cache` chose one explicitly).
     """
-    global _default, _default_env
+    global _default, _default_env, generation
     with _default_lock:
         if _default_explicit and _default is not None:
             return _default
         sig = _env_signature()
         if _default is None or sig != _default_env:
-            _default, _default_env = factory(), sig
+            import inspect
+
+            from persistmemo._project import cache_arguments, load_settings
+
+            params = inspect.signature(factory).parameters.values()
+            accepted = {p.name for p in params}
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                accepted.add("*")  # takes store options by keyword
+            _default, _default_env = factory(**cache_arguments(load_settings(), accepted)), sig
+            generation += 1
         return _default
 
 
 def set_default_cache(cache: Any) -> Any:
     """Choose the cache used by :func:`persistmemo.memoize` (a Cache or a location).
 
-    Functions already called keep the cache they started with. ``None`` returns to the
-    environment-driven default. Returns the new default cache (or None).
+    Functions that use the default cache move to the new one at their next call. ``None``
+    returns to the configuration-driven default. Returns the new default cache (or None).
     """
-    global _default, _default_explicit, _default_env
+    global _default, _default_explicit, _default_env, generation
     new = cache if isinstance(cache, Store) or cache is None else factory(cache)
     with _default_lock:
         _default, _default_explicit, _default_env = new, new is not None, _env_signature()
+        generation += 1
     return new

@@ -2,14 +2,17 @@
 
 Every stored value is one ``bytes`` object (the byte-by-byte layout is in ``docs/codec.md``)::
 
-    header  struct ">2sBBddI": b"PM", format version (1), codec id, created, duration, meta length
-    check   16-byte BLAKE3 digest (msgpack) or 32-byte HMAC-SHA256 (pickle) over
-            key (UTF-8) + b"\\0" + header + meta + payload
+    header  32 bytes, struct ">2sBBBBHddII": b"PM", format version (2), codec id, check kind,
+            flags (0; reserved for compression), 0, created, duration, meta length, 0
+    check   16-byte XXH3-128 checksum (no secret) or 32-byte keyed-BLAKE3 MAC (with a secret)
+            over key (UTF-8) + b"\\0" + header + meta + payload
     meta    opaque bytes for the caller (not decoded on the hit path)
-    payload the serializer's bytes
+    payload the serializer's bytes (starts 8-byte aligned when meta is empty)
 
-The reader trusts nothing it reads: the codec id must equal the configured serializer's id and the
-check must verify *before* any byte of the payload reaches a decoder, so a planted pickle is never
+The reader trusts nothing it reads: the codec id must equal the configured serializer's id, the
+check kind must be the one this cache uses (a cache with a secret accepts only entries signed with
+it or a ``verify_keys`` secret), the entry must be at most ``max_value_size`` bytes, and the check
+must verify *before* any byte of the payload reaches a decoder, so a planted pickle is never
 unpickled. Anything that does not verify or decode raises :class:`DecodeError`.
 
 Example::
@@ -25,8 +28,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-
-import blake3 as _blake3
 
 from ._msgpack_ext import _MAX_DEPTH, _pack, _prepare, _qualname, _unpack
 
@@ -48,7 +49,16 @@ from ._msgpack_ext import EXT_TIME as EXT_TIME
 from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
-from ._signing import _HmacCheck, _secret_bytes
+from ._msgpack_ext import EXT_ZSTD as _EXT_ZSTD
+from ._signing import (
+    CHECKSUM_SIZE,
+    MAC_SIZE,
+    Signer,
+    _secret_bytes,
+    _xxh3_128_digest,
+    checksum,
+    checksum_ok,
+)
 from .errors import ConfigurationError, DecodeError, SerializationError
 
 __all__ = [
@@ -62,19 +72,19 @@ __all__ = [
 ]
 
 MAGIC = b"PM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MSGPACK_CODEC_ID = 1
 PICKLE_CODEC_ID = 2
 PICKLE_PROTOCOL = 5  # pinned, not HIGHEST_PROTOCOL: the bytes must not change with Python
+CHECK_XXH3 = 1  # XXH3-128 checksum: integrity, not authenticity
+CHECK_MAC = 2  # keyed BLAKE3: nothing without the secret verifies
+CHECK_SIZES = {CHECK_XXH3: CHECKSUM_SIZE, CHECK_MAC: MAC_SIZE}
+KNOWN_FLAGS = 0  # no flag is defined yet: an entry with any flag set is from a newer writer
+DEFAULT_MAX_VALUE_SIZE = 1 << 30
 
-HEADER = struct.Struct(">2sBBddI")  # 24 bytes
-_HEADER_TAIL = struct.Struct(">ddI")  # the header after magic, version and codec id
-BLAKE3_CHECK_SIZE = 16
-HMAC_CHECK_SIZE = 32
-# Hash small envelopes from one concatenated buffer (one call into the hasher), big ones piecewise
-# from memoryviews so the payload is never copied just to be hashed.
-_SMALL = 64 * 1024
-_THREADED = 1 << 20  # BLAKE3 with max_threads=AUTO from here: ~8 GB/s vs ~4.6 single-threaded
+# magic, version, codec id, check kind, flags, reserved, created, duration, meta length, reserved
+HEADER = struct.Struct(">2sBBBBHddII")  # 32 bytes: the check and payload start 8-aligned
+_HEADER_TAIL = struct.Struct(">ddI")  # created, duration, meta length (at offset 8)
 
 
 class Entry(NamedTuple):
@@ -129,9 +139,9 @@ class MsgpackSerializer:
         try:
             prepared = _prepare(value)
             try:
-                return _pack(prepared, None)
+                return _pack(prepared, None, prepared is not value)
             except UnicodeEncodeError:  # lone surrogates: legal in str, illegal in strict UTF-8
-                return _pack(prepared, "surrogatepass")
+                return _pack(prepared, "surrogatepass", prepared is not value)
         except SerializationError:
             raise
         except (ValueError, RecursionError, OverflowError, TypeError) as exc:
@@ -253,50 +263,69 @@ def get_serializer(
 # ------------------------------------------------------------------------------------------------
 
 
-def _blake3_check(head: bytes, body: Sequence[bytes | memoryview], size: int) -> bytes:
-    """BLAKE3 over ``head`` then ``body``, truncated to 16 bytes."""
-    if size < _SMALL:
-        return _blake3.blake3(b"".join((head, *body))).digest(BLAKE3_CHECK_SIZE)
-    threads = _blake3.blake3.AUTO if size >= _THREADED else 1
-    hasher = _blake3.blake3(head, max_threads=threads)
-    for part in body:
-        hasher.update(part)
-    return hasher.digest(BLAKE3_CHECK_SIZE)
-
-
 class Codec:
     """Encode results into verified envelopes and decode them back.
 
     Args:
         serializer: a :class:`Serializer` (default :class:`MsgpackSerializer`). The reader uses
             only this serializer: entries written with another codec id are a :class:`DecodeError`.
+        secret: sign every entry (keyed BLAKE3) and accept only entries signed with it or with a
+            ``verify_keys`` secret. Default: the pickle serializer's secret, if any.
+        verify_keys: older secrets still accepted when reading (key rotation).
+        max_value_size: the largest entry in bytes: bigger results are not stored
+            (:class:`SerializationError`), bigger stored entries are misses.
+        compress: a ``persistmemo._compress.Compression`` (``compress="zstd"``): msgpack
+            payloads above its threshold are stored zstd-compressed (every reader decodes them).
 
     Raises:
-        ConfigurationError: a serializer whose ``codec_id`` is not in 1-255, or a custom
-            serializer claiming the pickle id 2.
+        ConfigurationError: a serializer whose ``codec_id`` is not in 1-255, a custom
+            serializer claiming the pickle id 2, an empty secret, or a bad ``max_value_size``.
     """
 
-    __slots__ = ("_hmac", "_id", "_loads", "_name", "_parts", "_prefix", "_start")
+    __slots__ = ("_id", "_kind", "_loads", "_max", "_name", "_parts", "_prefix", "_signer",
+                 "_start")
 
-    def __init__(self, serializer: Serializer | None = None) -> None:
+    def __init__(
+        self,
+        serializer: Serializer | None = None,
+        *,
+        secret: bytes | str | None = None,
+        verify_keys: Sequence[bytes | str] = (),
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        compress: Any = None,
+    ) -> None:
         s: Serializer = MsgpackSerializer() if serializer is None else serializer
         cid = getattr(s, "codec_id", None)
         if type(cid) is not int or not 1 <= cid <= 255:
             raise ConfigurationError(f"serializer codec_id must be an int in 1-255, got {cid!r}")
-        self._hmac: _HmacCheck | None = None
-        if isinstance(s, PickleSerializer):
-            self._hmac = _HmacCheck(s._keys)
-        elif cid == PICKLE_CODEC_ID:
-            # The check length is derived from the codec id (peek needs it), and id 2 means HMAC.
+        if cid == PICKLE_CODEC_ID and not isinstance(s, PickleSerializer):
             raise ConfigurationError("codec_id 2 is reserved for PickleSerializer")
+        if isinstance(verify_keys, (str, bytes)):
+            raise ConfigurationError("verify_keys must be a sequence of secrets, not one secret")
+        keys: list[bytes] = []
+        if secret is not None:
+            keys = [_secret_bytes(secret, "the secret")]
+            keys += [_secret_bytes(k, "each verify key") for k in verify_keys]
+        elif isinstance(s, PickleSerializer):
+            keys = list(s._keys)
+        if isinstance(max_value_size, bool) or not isinstance(max_value_size, int) or \
+                max_value_size < HEADER.size + MAC_SIZE:
+            raise ConfigurationError(
+                f"max_value_size must be an int of bytes >= 64, got {max_value_size!r}")
+        self._signer = Signer(keys) if keys else None
+        self._kind = CHECK_MAC if keys else CHECK_XXH3
         self._id = cid
+        self._max = max_value_size
         self._name = str(s.name)
-        self._start = HEADER.size + (HMAC_CHECK_SIZE if self._hmac else BLAKE3_CHECK_SIZE)
-        self._prefix = bytes((*MAGIC, FORMAT_VERSION, cid))
+        self._start = HEADER.size + CHECK_SIZES[self._kind]
+        self._prefix = bytes((*MAGIC, FORMAT_VERSION, cid, self._kind, 0))
         self._loads: Callable[[bytes | memoryview], Any] = s.loads
         if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
             self._loads = _unpack  # one Python call less on the hit path
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
+            if compress is not None:  # a persistmemo._compress.Compression: big payloads
+                parts = s.dumps_parts
+                self._parts = lambda value: compress.apply(parts(value), _EXT_ZSTD)
         else:
             dumps = s.dumps
             self._parts = lambda value: (dumps(value),)
@@ -306,83 +335,110 @@ class Codec:
         """The configured serializer's name (``"msgpack"``, ``"pickle"``, ...)."""
         return self._name
 
+    @property
+    def signed(self) -> bool:
+        """Whether entries are signed (and only signed entries are accepted)."""
+        return self._signer is not None
+
+    @property
+    def max_value_size(self) -> int:
+        """The largest entry, in bytes, that is stored or read."""
+        return self._max
+
     def encode(
         self, value: Any, *, key: str, created: float, duration: float, meta: bytes = b""
     ) -> bytes:
         """Return the stored form of ``value`` under ``key``.
 
         Raises:
-            SerializationError: the serializer cannot encode ``value`` (or ``key`` contains NUL).
+            SerializationError: the serializer cannot encode ``value``, the entry would exceed
+                ``max_value_size``, or ``key`` contains NUL.
         """
         key_head = _key_bytes(key, SerializationError)
         parts = self._parts(value)
         meta = bytes(meta)
         if len(meta) > 0xFFFFFFFF:
             raise SerializationError("meta is larger than 4 GiB")
-        header = HEADER.pack(MAGIC, FORMAT_VERSION, self._id, created, duration, len(meta))
-        body = (meta, *parts)
         size = len(meta) + sum(map(len, parts))  # memoryview parts are 1-D bytes
+        if self._start + size > self._max:
+            raise SerializationError(
+                f"the result is {self._start + size} bytes stored, over max_value_size="
+                f"{self._max}: it is returned but not cached (raise max_value_size to store it)")
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, self._id, self._kind, 0, 0, created,
+                             duration, len(meta), 0)
+        body = (meta, *parts)
         head = key_head + header
-        if self._hmac is not None:
-            check = self._hmac.sign(head, body, size)
+        if self._signer is not None:
+            check = self._signer.sign(head, body, size)
         else:
-            check = _blake3_check(head, body, size)
+            check = checksum(head, body, size)
         return b"".join((header, check, *body))
 
-    def decode(self, data: bytes, *, key: str) -> Entry:
+    def decode(self, data: bytes | bytearray, *, key: str) -> Entry:
         """Verify ``data`` stored under ``key`` and return the :class:`Entry`.
 
         Raises:
-            DecodeError: wrong magic, version or codec, bad lengths, failed check, or a payload
-                the serializer cannot decode. The payload reaches the serializer only after the
-                check verified.
+            DecodeError: too large, wrong magic, version, codec or check kind, bad lengths, a
+                failed check, or a payload the serializer cannot decode. The payload reaches the
+                serializer only after the check verified.
         """
-        # This is the cache-hit path: keep it flat (~1.5 us for a small value, mostly BLAKE3).
-        if type(data) is not bytes:
-            data = bytes(data)
+        # This is the cache-hit path: keep it flat.
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = bytes(data)  # a bytearray is kept: arrays may then use it without a copy
         if "\0" in key:
             raise DecodeError("cache keys must not contain NUL")
-        head = key.encode("utf-8", "surrogatepass") + b"\0" + data[:24]
         start = self._start
         n = len(data)
-        if n < start or data[:4] != self._prefix:
+        if n > self._max:
+            raise DecodeError(f"stored entry of {n} bytes exceeds max_value_size={self._max}")
+        if n < start or data[:6] != self._prefix:
             raise self._bad_prefix(data)
-        created, duration, meta_len = _HEADER_TAIL.unpack_from(data, 4)
+        created, duration, meta_len = _HEADER_TAIL.unpack_from(data, 8)
         payload_start = start + meta_len
         if payload_start > n:
             raise DecodeError("stored entry is truncated (meta length exceeds the data)")
-        if self._hmac is not None:
-            ok = self._hmac.verify(head, memoryview(data)[start:], data[24:start])
-        elif n < _SMALL:
-            ok = _blake3.blake3(head + data[start:]).digest(16) == data[24:start]
-        else:
-            ok = _blake3_check(head, (memoryview(data)[start:],), n) == data[24:start]
+        head = key.encode("utf-8", "surrogatepass") + b"\0" + bytes(data[:32])
+        check = bytes(data[32:start])
+        payload: bytes | memoryview
+        if self._signer is None and type(data) is bytes and n < 65536:
+            # The common small hit: one slice, one hash call, bytes handed to msgpack as is.
+            payload = data[start:]
+            ok = _xxh3_128_digest(head + payload) == check
+            if meta_len:
+                payload = payload[meta_len:]
+        else:  # large, signed or a bytearray: no copies (arrays may be decoded in place)
+            body = memoryview(data)[start:]
+            if self._signer is not None:
+                ok = self._signer.verify(head, body, check)
+            else:
+                ok = checksum_ok(head, body, check)
+            payload = body[meta_len:]
         if not ok:
             raise DecodeError(
-                "integrity check failed: corrupt, truncated, or stored under another key"
+                "integrity check failed: corrupt, truncated, forged, or stored under another key"
             )
         try:
-            if n < _SMALL:
-                value = self._loads(data[payload_start:])
-            else:
-                value = self._loads(memoryview(data)[payload_start:])
+            value = self._loads(payload)
         except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
             raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
-        return _new_entry(Entry, (value, created, duration, data[start:payload_start]))
+        return _new_entry(Entry, (value, created, duration, bytes(data[start:payload_start])))
 
     def peek(self, data: bytes) -> EntryInfo:
         """Read the header and meta of ``data`` without verifying or decoding the payload.
 
         Raises:
-            DecodeError: not an envelope, an unknown format version, or truncated before the meta.
+            DecodeError: not an envelope, an unknown format version or check kind, or truncated
+                before the meta.
         """
         n = len(data)
         if n < HEADER.size or bytes(data[:2]) != MAGIC:
             raise DecodeError("not a persistmemo entry")
-        _, version, cid, created, duration, meta_len = HEADER.unpack_from(data)
+        _, version, cid, kind, _flags, _, created, duration, meta_len, _ = HEADER.unpack_from(data)
         if version != FORMAT_VERSION:
             raise DecodeError(f"unsupported format version {version}")
-        start = HEADER.size + (HMAC_CHECK_SIZE if cid == PICKLE_CODEC_ID else BLAKE3_CHECK_SIZE)
+        if kind not in CHECK_SIZES:
+            raise DecodeError(f"unknown check kind {kind}")
+        start = HEADER.size + CHECK_SIZES[kind]
         if start + meta_len > n:
             raise DecodeError("stored entry is truncated")
         names = {MSGPACK_CODEC_ID: "msgpack", PICKLE_CODEC_ID: "pickle", self._id: self._name}
@@ -391,8 +447,8 @@ class Codec:
             version, codec, created, duration, n, bytes(data[start : start + meta_len])
         )
 
-    def _bad_prefix(self, data: bytes) -> DecodeError:
-        if len(data) < 4 or data[:2] != MAGIC:
+    def _bad_prefix(self, data: bytes | bytearray) -> DecodeError:
+        if len(data) < 6 or data[:2] != MAGIC:
             return DecodeError("not a persistmemo entry (bad magic or too short)")
         if data[2] != FORMAT_VERSION:
             return DecodeError(f"unsupported format version {data[2]}")
@@ -401,10 +457,19 @@ class Codec:
                 f"entry was written with codec id {data[3]}, this reader only accepts "
                 f"{self._id} ({self._name})"
             )
+        if data[4] != self._kind:
+            if self._signer is not None:
+                return DecodeError("unsigned entry: this cache has a secret and accepts only "
+                                   "entries signed with it")
+            return DecodeError("signed entry: this cache has no secret to verify it "
+                               "(pass secret= or set PERSISTMEMO_SECRET)")
+        if data[5] & ~KNOWN_FLAGS:
+            return DecodeError(f"unsupported entry flags {data[5]:#x} (a newer writer?)")
         return DecodeError("stored entry is truncated")
 
     def __repr__(self) -> str:
-        return f"Codec({self._name})"
+        signed = ", signed" if self._signer is not None else ""
+        return f"Codec({self._name}{signed})"
 
 
 _new_entry = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hit path

@@ -8,6 +8,7 @@ Every error persistmemo raises on purpose derives from :class:`PersistmemoError`
     ├── DecodeError                          stored bytes are corrupt, foreign or forged (a miss)
     ├── BackendError                         wraps redis / sqlite / OS errors (raise ... from exc)
     │   └── BackendUnavailable               the store cannot be reached right now
+    │       └── StoreDisabled (also ConfigurationError)  the store must not or cannot be used
     ├── LockTimeout                          waited longer than allowed for another worker
     └── ConfigurationError (also ValueError) bad URL, unknown option, bad option value
 
@@ -26,6 +27,7 @@ __all__ = [
     "LockTimeout",
     "PersistmemoError",
     "SerializationError",
+    "StoreDisabled",
 ]
 
 
@@ -69,3 +71,11 @@ class LockTimeout(PersistmemoError):
 
 class ConfigurationError(PersistmemoError, ValueError):
     """A location, URL or option is invalid."""
+
+
+class StoreDisabled(BackendUnavailable, ConfigurationError):
+    """The store is unusable for this process (an unsafe or unusable cache directory).
+
+    With ``fail_open`` (the default) the cache stops using the store for the rest of the process
+    after one warning whose message names the reason and the fix; results are still returned.
+    """

@@ -121,6 +121,7 @@ class KeyBuilder:
             )
         self.names = tuple(p.name for p in params if p.name not in self.ignore)
         self.prefix = f"pm:{KEY_FORMAT}:{_escape(namespace)}:{_escape(self.identity)}:"
+        self.manifest_prefix = "pmm" + self.prefix[2:]  # where its manifests are recorded
         self._fingerprint: str | None = None
         self._full: str | None = None  # the fingerprint digest the prefix was built from
         self.version_prefix = ""
@@ -224,7 +225,7 @@ class KeyBuilder:
             "fingerprint": fp.digest,
             "dependencies": {k: [d.kind, d.digest] for k, d in sorted(fp.manifest.items())},
         }
-        return f"pmm{self.prefix[2:]}{fp.digest[:16]}", record
+        return f"{self.manifest_prefix}{fp.digest[:16]}", record
 
     # -- arguments ---------------------------------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:

@@ -8,8 +8,6 @@ import datetime as dt
 import decimal
 import enum
 import fractions
-import hashlib
-import hmac
 import pathlib
 import pickle
 import struct
@@ -26,6 +24,7 @@ import blake3
 import msgpack
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -44,7 +43,8 @@ from persistmemo.errors import ConfigurationError, DecodeError, SerializationErr
 KEY = "pm:test:v1:" + "0" * 64
 OTHER_KEY = "pm:test:v1:" + "0" * 63 + "1"
 SECRET = b"correct horse battery staple"
-HEADER = struct.Struct(">2sBBddI")
+HEADER = struct.Struct(">2sBBBBHddII")  # docs/codec.md: 32 bytes
+KDF_CONTEXT = "persistmemo 2026 entry MAC v2"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,20 +120,33 @@ def forge(
     *,
     key: str = KEY,
     codec_id: int = 1,
-    version: int = 1,
+    version: int = 2,
     meta: bytes = b"",
     secret: bytes | None = None,
     created: float = 0.0,
     duration: float = 0.0,
+    kind: int | None = None,
+    flags: int = 0,
 ) -> bytes:
-    """Build an envelope by hand, following docs/codec.md (a valid check unless told otherwise)."""
-    header = HEADER.pack(b"PM", version, codec_id, created, duration, len(meta))
+    """Build an envelope by hand, following docs/codec.md (a valid check unless told otherwise).
+
+    No secret: an XXH3-128 checksum (kind 1); a secret: a keyed-BLAKE3 MAC (kind 2).
+    """
+    kind = kind if kind is not None else (1 if secret is None else 2)
+    header = HEADER.pack(b"PM", version, codec_id, kind, flags, 0, created, duration, len(meta),
+                         0)
     signed = key.encode() + b"\0" + header + meta + payload
     if secret is None:
-        check = blake3.blake3(signed).digest(16)
+        check = xxhash.xxh3_128_digest(signed)
     else:
-        check = hmac.new(secret, signed, hashlib.sha256).digest()
+        mac_key = blake3.blake3(secret, derive_key_context=KDF_CONTEXT).digest()
+        check = blake3.blake3(signed, key=mac_key).digest(32)
     return header + check + meta + payload
+
+
+def tagged(payload_hex: str) -> str:
+    """The payload of a value holding ext types: 0xC1, u64 body length, body (docs/codec.md)."""
+    return "c1" + struct.pack(">Q", len(payload_hex) // 2).hex() + payload_hex
 
 
 class Canary:
@@ -479,7 +492,6 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "memoryview_dict_key": ({memoryview(b"ab"): 1}, "memoryview"),
     "msgpack_exttype": (msgpack.ExtType(1, b""), "ExtType"),
     "object_array": (np.array([1, "a"], dtype=object), "numpy.ndarray"),
-    "structured_array": (np.zeros(2, dtype=[("a", "i4")]), "numpy.ndarray"),
     "np_matrix": (np.asarray([[1]]).view(np.matrix), "numpy.matrix"),
     "masked_array": (np.ma.masked_array([1, 2]), "MaskedArray"),
     "custom_tzinfo": (dt.datetime(2020, 1, 1, tzinfo=MyTz()), "MyTz"),
@@ -558,22 +570,23 @@ def test_importing_codec_does_not_import_numpy() -> None:
 
 GOLDEN_KEY = "pm:golden:v1:" + "ab" * 32
 GOLDEN_1 = (
-    "504d010141d954fc401000003fc0000000000000000000008a5abb2569743f30539d2abef0b3c502c712019601a1"
-    "61c40100c0c3cb3ff8000000000000"
+    "504d02010100000041d954fc401000003fc00000000000000000000000000000a65187eb26efa72cb63a8f3cd7ec"
+    "2bc4c10000000000000015c712019601a161c40100c0c3cb3ff8000000000000"
 )
 GOLDEN_2 = (
-    "504d01013ff000000000000040000000000000000000000477ffe63b240d04304ae3b8bbc015c63a81a16d0182a1"
-    "6b9301c70910400000000000000000cb8000000000000000a17493c70001c70301920102d5039103"
+    "504d0201010000003ff000000000000040000000000000000000000400000000f1d70ed19e7844314ff69e584fc9"
+    "cace81a16d01c1000000000000002a82a16b9301c70910400000000000000000cb8000000000000000a17493c700"
+    "01c70301920102d5039103"
 )
 GOLDEN_3 = (
-    "504d010240080000000000003fe000000000000000000000f7a7140b6dc83512b1270dc66c823b1c6bafbd199295"
-    "2bf11ad95886d94a786380054b012e"
+    "504d02020200000040080000000000003fe0000000000000000000000000000017cd88f99ec09aeeccd7c5e4c8b6"
+    "8b3fee422c17ab5d13d076805fabc5b1451780054b012e"
 )
 GOLDEN_2_VALUE = {"k": [1, 2**70, -0.0], "t": ((1, 2), frozenset({3}))}
 
 
 def test_golden_envelope_msgpack() -> None:
-    """A fixed value encodes to exactly the pinned bytes (header, BLAKE3 check, payload)."""
+    """A fixed value encodes to exactly the pinned bytes (header, XXH3-128 check, payload)."""
     value = (1, "a", b"\x00", None, True, 1.5)
     blob = Codec().encode(value, key=GOLDEN_KEY, created=1700000000.25, duration=0.125)
     assert blob.hex() == GOLDEN_1
@@ -592,7 +605,7 @@ def test_golden_envelope_with_meta_and_markers() -> None:
 
 
 def test_golden_envelope_pickle() -> None:
-    """The signed pickle envelope (protocol 5, HMAC-SHA256) encodes to the pinned bytes."""
+    """The signed pickle envelope (protocol 5, keyed BLAKE3) encodes to the pinned bytes."""
     codec = Codec(PickleSerializer(b"golden-secret"))
     assert codec.encode(1, key=GOLDEN_KEY, created=3.0, duration=0.5).hex() == GOLDEN_3
     assert codec.decode(bytes.fromhex(GOLDEN_3), key=GOLDEN_KEY) == Entry(1, 3.0, 0.5, b"")
@@ -601,8 +614,11 @@ def test_golden_envelope_pickle() -> None:
 def test_golden_matches_documented_layout() -> None:
     """The golden bytes parse with the layout in docs/codec.md (forge() reimplements it)."""
     blob = bytes.fromhex(GOLDEN_2)
-    payload = blob[24 + 16 + 4 :]
+    payload = blob[32 + 16 + 4 :]
     assert forge(payload, key=GOLDEN_KEY, meta=b"\x81\xa1m\x01", created=1.0, duration=2.0) == blob
+    signed = bytes.fromhex(GOLDEN_3)
+    assert forge(signed[64:], key=GOLDEN_KEY, codec_id=2, secret=b"golden-secret", created=3.0,
+                 duration=0.5) == signed
 
 
 GOLDEN_PAYLOADS = [
@@ -661,8 +677,9 @@ GOLDEN_PAYLOADS = [
     (
         "ndarray",
         np.arange(4, dtype="<i2").reshape(2, 2),
+        # 0xC1, body length 32, body, 7 zero bytes (the region starts 16-aligned), buffer
         "c10000000000000020c71d20033c69320200000000000000020000000000000002000000000000000000"
-        "00010002000300",
+        "0000000000000000010002000300",
     ),
     (
         "ndarray_empty",
@@ -675,7 +692,7 @@ GOLDEN_PAYLOADS = [
 
 @pytest.mark.parametrize(
     "value,payload_hex",
-    [(v, h) for _, v, h in GOLDEN_PAYLOADS],
+    [(v, h if h.startswith("c1") or n == "int" else tagged(h)) for n, v, h in GOLDEN_PAYLOADS],
     ids=[n for n, _, _ in GOLDEN_PAYLOADS],
 )
 def test_golden_payloads_pin_every_ext_code(value: Any, payload_hex: str) -> None:
@@ -759,7 +776,7 @@ def test_keys_with_nul_are_refused() -> None:
 
 def test_future_format_version_is_a_decode_error() -> None:
     """An entry from a newer format version is a DecodeError even with a valid check."""
-    blob = forge(MsgpackSerializer().dumps(1), version=2)
+    blob = forge(MsgpackSerializer().dumps(1), version=3)
     with pytest.raises(DecodeError, match="version"):
         Codec().decode(blob, key=KEY)
     with pytest.raises(DecodeError, match="version"):
@@ -778,7 +795,7 @@ def test_non_envelopes_are_decode_errors(garbage: bytes) -> None:
 def test_meta_length_beyond_data_is_a_decode_error() -> None:
     """A header whose meta length exceeds the data is a DecodeError (lengths must add up)."""
     blob = bytearray(forge(b"\x01", meta=b"abc"))
-    struct.pack_into(">I", blob, 20, 2**32 - 1)
+    struct.pack_into(">I", blob, 24, 2**32 - 1)
     with pytest.raises(DecodeError):
         Codec().decode(bytes(blob), key=KEY)
     with pytest.raises(DecodeError):
@@ -874,7 +891,7 @@ def test_peek_reads_header_without_decoding(
     payload, marker = canary
     blob = forge(payload, codec_id=2, secret=b"wrong", created=7.0, duration=0.5, meta=b"mm")
     info = Codec().peek(blob)
-    assert info == EntryInfo(1, "pickle", 7.0, 0.5, len(blob), b"mm")
+    assert info == EntryInfo(2, "pickle", 7.0, 0.5, len(blob), b"mm")
     assert Codec().peek(Codec().encode(1, key=KEY, created=1.0, duration=2.0)).codec == "msgpack"
     assert not marker.exists() and not pickle_spy
     with pytest.raises(DecodeError):

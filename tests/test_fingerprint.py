@@ -254,8 +254,9 @@ def test_ignore_deps_typo_is_a_configuration_error() -> None:
 
 def test_logger_and_http_session_globals_still_memoize() -> None:
     """Library objects (a logger, an HTTP session) are dependencies by name only."""
-    requests = pytest.importorskip("requests")
-    session = requests.Session()
+    import http.client
+
+    session = http.client.HTTPSConnection("example.invalid", timeout=1)  # never connects
     c = mem()
 
     @c.memoize
@@ -386,7 +387,10 @@ def test_manifest_recorded_once_per_fingerprint() -> None:
     assert len(manifests) == 1
     record = c.codec.decode(backend.get(manifests[0]), key=manifests[0]).value
     assert record["dependencies"]["SCALE"][0] == "value"
-    assert f.cache_clear() == 2
+    assert f.cache_clear() == 2  # entries counted; the manifest goes with them
+    assert [k for k in backend.keys("pmm:") if "uses_globals" in k] == []  # type: ignore[attr-defined]
+    f(1.0)
+    assert c.clear() == 1 and list(backend.keys("pmm:")) == []  # type: ignore[attr-defined]
 
 
 def test_dependency_names_stable_across_import_paths() -> None:
@@ -499,32 +503,69 @@ def test_library_data_globals_keyed_by_contents(monkeypatch: pytest.MonkeyPatch)
 COUNTER = 0
 
 
-def test_global_rebound_on_every_call_warns_to_ignore_it(caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
-    """A counter global bumped by the function misses every call; a warning names the fix."""
+STAMP = 0.0
+CALLS: list[int] = []
+
+
+def test_effect_only_variables_keyed_by_type() -> None:
+    """A counter bumped with +=, or a list only appended to, does not change the key; a
+    helper that reads the same global still covers its contents."""
     c = mem()
+    runs: list[int] = []
 
     @c.memoize
     def counted(x: int) -> int:
         global COUNTER
         COUNTER += 1
-        return x
-
-    with caplog.at_level("WARNING", logger="persistmemo"):
-        for _ in range(8):
-            counted(1)
-    assert counted.cache_info().hits == 0
-    assert "ignore_deps=('COUNTER',)" in caplog.text
-
-    @c.memoize(ignore_deps=("COUNTER",))
-    def counted2(x: int) -> int:
-        global COUNTER
-        COUNTER += 1
+        runs.append(x)
+        CALLS.append(x)
+        log.debug("x=%s", x)
         return x
 
     for _ in range(3):
-        counted2(1)
-    assert counted2.cache_info().hits == 2
+        counted(1)
+    assert counted.cache_info().hits == 2 and runs == [1]
+    deps = counted.dependencies()
+    assert deps["COUNTER"].kind == deps["runs"].kind == deps["CALLS"].kind == "effect"
+    assert deps["log"].kind == "library"
+
+    def reads_calls() -> int:
+        return len(CALLS)
+
+    @c.memoize
+    def appends_and_reads(x: int) -> int:
+        CALLS.append(x)
+        return reads_calls()
+
+    assert appends_and_reads.dependencies()["CALLS"].kind == "value"
+
+
+def test_global_rebound_on_every_call_warns_to_ignore_it(caplog: pytest.LogCaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A global read by the function and rebound before every call (a timestamp) misses every
+    time; a warning names the ignore_deps fix, which then makes calls hit."""
+    c = mem()
+
+    @c.memoize
+    def stamped(x: int) -> tuple[int, float]:
+        return x, STAMP
+
+    with caplog.at_level("WARNING", logger="persistmemo"):
+        for i in range(8):
+            monkeypatch.setitem(globals(), "STAMP", float(i))
+            stamped(1)
+    assert stamped.cache_info().hits == 0
+    assert "ignore_deps=('STAMP',)" in caplog.text
+
+    @c.memoize(ignore_deps=("STAMP",))
+    def stamped2(x: int) -> tuple[int, float]:
+        return x, STAMP
+
+    for i in range(3):
+        monkeypatch.setitem(globals(), "STAMP", float(i))
+        stamped2(1)
+    assert stamped2.cache_info().hits == 2
 
 
 def test_fingerprint_travels_resolved_and_frozen() -> None:

@@ -487,3 +487,27 @@ def test_golden_v2_encodings(name: str, expr: str, digest: str) -> None:
     """The v2 encodings (H digests of long parts, numpy masks, exact tz) are pinned."""
     value = eval(expr, {"np": np, "dt": dt})  # fixed test expressions
     assert blake3(canonical_bytes(value)).hexdigest() == digest, name
+
+
+XVERSION_CODE = {  # sha256 of code_text: identical on CPython 3.10, 3.11, 3.12 and 3.13
+    "wrapper": "42e2381bdf97efe3", "top": "6279593af836a5b7", "helper": "63771adebbd564d2",
+    "Model": "a7b57fe5ff138039", "Model.run": "c92c016f93b0dd55", "deco": "f99ccf811757147d",
+}
+XVERSION_FINGERPRINT = "9721319458b295479020e55cadd1ddaef3c80d9d1e4443e858ac80d5ed4176d4"
+
+
+def test_fingerprint_identical_across_python_versions() -> None:
+    """Code texts (AST: f-strings, match, walrus, lambdas, set literals, async, classes) and
+    the fingerprint of a decorated function are pinned; they were checked equal on 3.10-3.13."""
+    import hashlib
+
+    from keymods import xversion as s
+
+    from persistmemo._fingerprint import Fingerprint
+    from persistmemo._source import code_text
+
+    objs = {"wrapper": s.top, "top": s.top.__wrapped__, "helper": s.helper, "Model": s.Model,
+            "Model.run": s.Model.run, "deco": s.deco}
+    got = {k: hashlib.sha256(code_text(o).encode()).hexdigest()[:16] for k, o in objs.items()}
+    assert got == XVERSION_CODE
+    assert Fingerprint(s.top).digest == XVERSION_FINGERPRINT

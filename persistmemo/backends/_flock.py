@@ -57,6 +57,10 @@ def _lock_op(fd: int, kind: int, start: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, start, _SLOT, 0))
 
 
+# Never through a planted symlink: records are written into this file (issue 10).
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def _probe(path: Path) -> bool:
     try:
         import fcntl
@@ -68,7 +72,7 @@ def _probe(path: Path) -> bool:
     if struct.calcsize("l") != 8:  # the struct flock layout above is the 64-bit one
         return False
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
         try:
             _lock_op(fd, wrlck, 0)
             _lock_op(fd, unlck, 0)
@@ -136,7 +140,7 @@ class FlockLock(BaseLock):
 
         if self._fd is not None:
             return False
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, _OPEN_FLAGS, 0o600)
         try:
             _lock_op(fd, fcntl.F_WRLCK, self.offset)
         except OSError:  # EAGAIN/EACCES: held by another description
@@ -173,7 +177,7 @@ class FlockLock(BaseLock):
         fd = self._fd
         if fd is not None:
             return bool(action(fd))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, _OPEN_FLAGS, 0o600)
         try:
             return bool(action(fd))
         finally:

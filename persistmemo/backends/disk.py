@@ -1,18 +1,28 @@
 """The embedded default store: a local directory managed by :mod:`diskcache` (SQLite + files).
 
-Keys are ``str`` and values ``bytes``, so diskcache never pickles either. Reading is hardened
-further by :class:`_BytesOnlyDisk`: the ``mode`` column of a row is attacker-controlled data for
-anyone who can write the directory, and diskcache would unpickle a row marked ``MODE_PICKLE``
-(CVE-2025-69872); we refuse every mode except raw bytes and binary files.
+Keys are ``str`` and values ``bytes``, so diskcache never pickles either. Everything diskcache
+reads back is treated as data an attacker may have written:
+
+- ``_diskstore._BytesOnlyDisk`` refuses every row ``mode`` except raw bytes and binary files
+  (diskcache would unpickle a row marked ``MODE_PICKLE``, CVE-2025-69872), and opens, writes
+  and deletes only files named as diskcache names them, inside the directory, never through a
+  symlink (:mod:`._diskfs`);
+- SQLite's memory-mapped I/O is off on every connection (``_diskstore._SafeCache``): with it on, a
+  database truncated under a running process kills the process with SIGBUS; with it off, that
+  is an I/O error, turned into a miss or a quarantine-and-rebuild.
+
+The directory fails open: an unsafe one (symlink, another owner, world-writable) or one that
+cannot be created disables the store with :class:`~persistmemo.errors.StoreDisabled` (the cache
+logs one warning and keeps returning results); an existing store that cannot be written (a
+read-only mount, a full disk) is opened read-only and still serves its entries. Value files left
+by killed writers or failed writes are swept at open and after a failed write, in bounded time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,62 +32,21 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
+from persistmemo.backends import _diskfs, _diskstore
+from persistmemo.backends._diskfs import UnsafeFile
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Lock, Missing
-from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
+from persistmemo.errors import BackendError, BackendUnavailable, StoreDisabled
 
 __all__ = ["DiskBackend", "DiskLock"]
 
 _LOCK_PREFIX = "lock:"
-_SELECT_MANY = (
-    "SELECT key, mode, filename, value FROM Cache"
-    " WHERE raw = 1 AND key IN ({}) AND (expire_time IS NULL OR expire_time > ?)"
-)
-_FILE_THRESHOLD = 1 << 15  # diskcache's default disk_min_file_size: larger values are files
-_SELECT = (
-    "SELECT mode, filename, value FROM Cache"
-    " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
-)
-
-
-class _Refused(Exception):
-    """A stored row uses a representation persistmemo never writes (e.g. pickle)."""
-
-
-class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A diskcache ``Disk`` that only ever returns bytes and never unpickles anything."""
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise _Refused("non-raw key")
-        return bytes(key) if isinstance(key, (bytes, memoryview)) else key
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
-            return bytes(value)
-        if mode == MODE_BINARY and filename and not read:
-            with open(os.path.join(self._directory, filename), "rb") as reader:
-                return reader.read()
-        raise _Refused(f"stored mode {mode}")
-
-
-def _prepare_directory(path: Path) -> None:
-    """Create ``path`` owner-only, or refuse a directory another user could tamper with."""
-    if path.is_symlink():
-        raise ConfigurationError(f"refusing cache directory {str(path)!r}: it is a symlink")
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return
-    st = path.stat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigurationError(f"cache location {str(path)!r} exists and is not a directory")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise ConfigurationError(
-            f"refusing cache directory {str(path)!r}: owned by uid {st.st_uid}, not by you"
-        )
-    if st.st_mode & stat.S_IWOTH:
-        raise ConfigurationError(
-            f"refusing cache directory {str(path)!r}: it is world-writable (chmod 700 it)"
-        )
+_WHERE = " raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+_SELECT_MANY = "SELECT key, mode, filename, value, size FROM Cache WHERE key IN ({}) AND" + _WHERE
+_SELECT = "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND" + _WHERE
+_ORPHAN_GRACE = 0.05  # seconds: covers a writer between creating its file and locking it
+_SWEEP_BUDGET = 0.25  # seconds per automatic sweep (at open, after a failed write)
+_SWEEP_EVERY = 10.0  # seconds between sweeps after failed writes
+_REFUSED = b""  # what a refused row reads as: not an envelope, so a counted, logged miss
 
 
 class DiskBackend(BaseBackend):
@@ -87,6 +56,9 @@ class DiskBackend(BaseBackend):
         directory: the cache directory (created owner-only, ``0700``).
         size_limit: bytes kept before least-recently-stored entries are culled (default 1 GiB).
         busy_timeout: seconds a call may wait on SQLite's lock before failing (fail-open above).
+
+    A directory that must not be used raises :class:`~persistmemo.errors.StoreDisabled` from
+    every operation; one that cannot be written is served read-only (:attr:`read_only`).
     """
 
     name = "disk"
@@ -102,138 +74,262 @@ class DiskBackend(BaseBackend):
         self.size_limit = int(size_limit)
         self.busy_timeout = float(busy_timeout)
         self._cache: diskcache.Cache | None = None
+        self._ro: sqlite3.Connection | None = None
+        self._ro_pid = 0
+        self._ro_reason = ""
+        self._disabled: StoreDisabled | None = None
         self._open_lock = threading.Lock()
+        self._last_sweep = 0.0
+        self._warned: set[str] = set()
+        self._owned = threading.local()  # set while get_owned() runs in this thread
+        self._max_read = 1 << 62  # limit_reads()
 
     def __repr__(self) -> str:
         return f"<DiskBackend {str(self.directory)!r}>"
 
     @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only (entries served, results not stored)."""
+        if self._cache is None and self._ro is None:
+            with contextlib.suppress(BackendError):
+                self._ensure_open()
+        return self._ro is not None
+
+    @property
     def cache(self) -> diskcache.Cache:
-        """The underlying ``diskcache.Cache``, opened on first use."""
+        """The underlying ``diskcache.Cache``, opened on first use.
+
+        Raises:
+            StoreDisabled: the directory must not or cannot be used.
+            BackendError: the store is read-only (writes are impossible).
+        """
         c = self._cache
         if c is None:
-            with self._open_lock:
-                c = self._cache
-                if c is None:
-                    c = self._cache = self._open()
+            self._ensure_open()
+            c = self._cache
+            if c is None:
+                raise BackendError(f"disk cache {str(self.directory)!r} is read-only "
+                                   f"({self._ro_reason}): entries are served, not stored")
         return c
 
-    def _open(self) -> diskcache.Cache:
-        _prepare_directory(self.directory)
+    def _ensure_open(self) -> None:
+        with self._open_lock:
+            if self._cache is not None or self._ro is not None:
+                return
+            if self._disabled is not None:
+                raise self._disabled
+            try:
+                self._open_any()
+            except StoreDisabled as exc:
+                self._disabled = exc  # decided once per process: no retry storm
+                raise
+
+    def _open_any(self) -> None:
         try:
-            return diskcache.Cache(
-                str(self.directory),
-                timeout=self.busy_timeout,
-                disk=_BytesOnlyDisk,
-                size_limit=self.size_limit,
-                eviction_policy="least-recently-stored",  # hits never write
-                statistics=False,
-            )
+            writable = _diskfs.check_directory(self.directory)
+        except OSError as exc:  # stat() itself failed (EACCES on a parent...)
+            raise StoreDisabled(f"cannot use cache directory {str(self.directory)!r}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        reason = "the directory is not writable"
+        if writable:
+            try:
+                self._cache = self._open_cache()
+            except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+                if _diskstore.busy(exc):
+                    raise BackendUnavailable(
+                        f"disk cache {self.directory} is busy: {exc}") from exc
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                self.sweep(budget=_SWEEP_BUDGET)
+                return
+        self._ro = self._open_read_only(reason)
+        self._ro_pid, self._ro_reason = os.getpid(), reason
+
+    def _open_cache(self) -> diskcache.Cache:
+        try:
+            return self._new_cache()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
-                raise BackendError(f"cannot open disk cache {self.directory}: {exc}") from exc
+                raise
             return self._quarantine_and_reopen(exc)
-        except (OSError, diskcache.Timeout) as exc:
-            raise BackendError(f"cannot open disk cache {self.directory}: {exc}") from exc
 
-    def _quarantine_and_reopen(self, exc: Exception) -> diskcache.Cache:
-        """Move a corrupt database aside (kept for inspection) and start an empty one."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        import logging  # lazily: only this rare path logs here
+    def _new_cache(self) -> diskcache.Cache:
+        return _diskstore.new_cache(self.directory, self.busy_timeout, self.size_limit)
 
-        logging.getLogger("persistmemo").error(
-            "persistmemo: disk cache %s is corrupt (%s); moved aside, starting empty",
-            self.directory, exc)
-        for suffix in ("", "-wal", "-shm"):
-            db = self.directory / f"cache.db{suffix}"
-            if db.exists():
-                db.rename(self.directory / f"cache.db{suffix}.corrupt-{stamp}")
+    def _open_read_only(self, reason: str) -> sqlite3.Connection:
+        return _diskstore.open_read_only(self.directory, self.busy_timeout, reason)
+
+    def _quarantine_and_reopen(self, exc: BaseException) -> diskcache.Cache:
+        _diskstore.quarantine(self.directory, exc)
         try:
-            return diskcache.Cache(str(self.directory), timeout=self.busy_timeout,
-                                   disk=_BytesOnlyDisk, size_limit=self.size_limit,
-                                   eviction_policy="least-recently-stored", statistics=False)
+            return self._new_cache()
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc2:
             raise BackendError(f"cannot reopen disk cache {self.directory}: {exc2}") from exc2
 
+    def _reader(self) -> sqlite3.Connection:
+        """The connection reads go through: diskcache's, or the read-only one."""
+        c = self._cache
+        if c is None:
+            self._ensure_open()
+            c = self._cache
+            if c is None:
+                if self._ro_pid != os.getpid():  # forked: never share a SQLite connection
+                    with self._open_lock:
+                        if self._ro is not None and self._ro_pid != os.getpid():
+                            self._ro = self._open_read_only(self._ro_reason)
+                            self._ro_pid = os.getpid()
+                assert self._ro is not None
+                return self._ro
+        con: sqlite3.Connection = c._con
+        return con
+
     def _fail(self, exc: BaseException, what: str) -> BackendError:
-        if isinstance(exc, diskcache.Timeout) or (
-            isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-        ):
+        if _diskstore.busy(exc):
             # Busy beyond busy_timeout: the breaker should stop every call paying it again.
             return BackendUnavailable(f"disk cache {what} timed out: {exc}")
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-            exc, sqlite3.OperationalError
-        ):
-            # Corruption found while running: quarantine so the next call starts clean.
+        if _diskstore.corrupt(exc):
+            # Corruption (or a database truncated under us) found while running: quarantine
+            # so the next call starts clean.
             with self._open_lock:
                 old, self._cache = self._cache, None
                 if old is not None:
-                    old.close()
+                    with contextlib.suppress(Exception):
+                        old.close()
                     with contextlib.suppress(BackendError):
                         self._cache = self._quarantine_and_reopen(exc)
         return BackendError(f"disk cache {what} failed: {type(exc).__name__}: {exc}")
+
+    def _refused(self, reason: str) -> bytes:
+        """Log (once per reason) a stored row that is refused; it reads as a corrupt entry."""
+        tag = reason.split(" ", 2)[-1][:40]
+        if tag not in self._warned:
+            self._warned.add(tag)
+            _diskstore.log().warning("persistmemo: disk cache %s: refused a stored row (%s)",
+                           self.directory, reason)
+        return _REFUSED
 
     # -- primitives ------------------------------------------------------------------------
     def get(self, key: str) -> bytes | Missing:
         # The hit path. One indexed SELECT on diskcache's own per-thread, pid-checked
         # connection: the same query diskcache.Cache.get runs for this eviction policy (hits
         # never write), minus ~2 us of its generic per-call work (key pickling checks, option
-        # handling). The schema is diskcache 5's; any surprise falls back to Cache.get.
+        # handling).
         cache = self._cache
-        if cache is None:  # (not `or`: a diskcache.Cache's truth value runs a COUNT query)
-            cache = self.cache
         try:
-            row = cache._con.execute(_SELECT, (key, time.time())).fetchone()
+            con = cache._con if cache is not None else self._reader()
+            row = con.execute(_SELECT, (key, time.time())).fetchone()
             if row is None:
                 return MISSING
-            mode, filename, value = row
+            mode, filename, value, size = row
             if mode == MODE_RAW and type(value) is bytes:
                 return value
-            return self._disk_fetch(mode, filename, value)
-        except _Refused:
-            return MISSING
+            return self._fetch(mode, filename, value, size)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "get") from exc
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | Missing]:
         """Look up many keys with one indexed SELECT per 500 keys (for ``f.map``)."""
-        cache = self._cache
-        if cache is None:
-            cache = self.cache
-        found: dict[str, bytes] = {}
+        found: dict[str, bytes | Missing] = {}
         try:
-            con, now = cache._con, time.time()
+            con, now = self._reader(), time.time()
             for i in range(0, len(keys), 500):
                 part = list(keys[i:i + 500])
                 marks = ",".join("?" * len(part))
                 rows = con.execute(_SELECT_MANY.format(marks), (*part, now)).fetchall()
-                for key, mode, filename, value in rows:
+                for key, mode, filename, value, size in rows:
                     if mode == MODE_RAW and type(value) is bytes:
                         found[key] = value
                     else:
-                        with contextlib.suppress(_Refused):
-                            found[key] = self._disk_fetch(mode, filename, value)
+                        found[key] = self._fetch(mode, filename, value, size)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "get_many") from exc
         return [found.get(k, MISSING) for k in keys]
 
-    def _disk_fetch(self, mode: int, filename: str | None, value: Any) -> bytes:
+    def limit_reads(self, max_size: int) -> None:
+        """Refuse stored values over ``max_size`` bytes from their row, without reading them."""
+        self._max_read = min(self._max_read, max_size)  # shared backend: the smallest wins
+
+    def get_owned(self, key: str) -> bytes | bytearray | Missing:
+        """Like :meth:`get`, but a large value comes back as a private ``bytearray``.
+
+        The caller owns it: the codec decodes numpy arrays in it in place (no copy), which is
+        what makes a 10 MB array hit as fast as reading the file.
+        """
+        self._owned.on = True
         try:
-            return self.cache.disk.fetch(mode, filename, value, False)  # type: ignore[no-any-return]
+            return self.get(key)
+        finally:
+            self._owned.on = False
+
+    async def aget_owned(self, key: str) -> bytes | bytearray | Missing:
+        """Async twin of :meth:`get_owned` (a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.get_owned, key)
+
+    def _fetch(self, mode: int, filename: Any, value: Any, size: Any) -> bytes | Missing:
+        if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
+            return bytes(value)
+        if mode != MODE_BINARY or value is not None or type(size) is not int:
+            return self._refused(f"stored mode {mode}")
+        if size > self._max_read:
+            return self._refused(f"entry of {size} bytes over max_value_size={self._max_read}")
+        try:
+            owned = getattr(self._owned, "on", False)  # get_owned(): a private bytearray
+            return _diskfs.read_value(str(self.directory), filename, size,  # type: ignore[return-value]
+                                      owned=owned)
         except FileNotFoundError:
-            # The row's file was culled or swept between our SELECT and the read.
-            raise _Refused("value file vanished") from None
+            return MISSING  # the row's file was culled or swept between our SELECT and the read
+        except UnsafeFile as exc:
+            return self._refused(str(exc))
 
     def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        cache = self.cache
+        disk = cache.disk
+        disk.written.name = None
         try:
-            if len(value) >= _FILE_THRESHOLD:
-                # diskcache writes a bytes value by iterating it line by line (~29,000 write()
-                # calls per 10 MB); as a file object it is copied in large chunks instead.
-                self.cache.set(key, io.BytesIO(value), expire=ttl, read=True)
-            else:
-                self.cache.set(key, bytes(value), expire=ttl)
+            cache.set(key, value if type(value) is bytes else bytes(value), expire=ttl)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            self._after_failed_write(disk)
             raise self._fail(exc, "set") from exc
+        if cache._txn_id != threading.get_ident():  # committed: the sweep may judge the file
+            _diskstore.release_written(disk)
+
+    def _after_failed_write(self, disk: Any) -> None:
+        """Remove the value file a failed store left behind, then sweep (rate-limited)."""
+        name = getattr(disk.written, "name", None)
+        if name is not None:  # its row was rolled back: nobody references the file
+            _diskfs.remove_value(str(self.directory), name)
+            disk.written.name = None
+        _diskstore.release_written(disk)
+        if time.monotonic() - self._last_sweep >= _SWEEP_EVERY:
+            with contextlib.suppress(BackendError):
+                self.sweep(budget=_SWEEP_BUDGET)
+
+    def sweep(self, *, grace: float = _ORPHAN_GRACE, budget: float = 5.0) -> int:
+        """Delete value files that no row references (left by killed or failed writers).
+
+        A file a live writer still holds (its row not yet committed) is kept; so are files
+        younger than ``grace`` seconds. Bounded by ``budget`` seconds. Returns the number of
+        files removed.
+        """
+        self._last_sweep = time.monotonic()
+        cache = self._cache
+        if cache is None:
+            return 0
+        try:
+            rows = cache._con.execute("SELECT filename FROM Cache WHERE filename IS NOT NULL")
+            referenced = {r[0] for r in rows}
+        except (sqlite3.Error, diskcache.Timeout):
+            return 0
+        con = cache._con
+
+        def referenced_now(name: str) -> bool:  # committed since the snapshot above?
+            row = con.execute("SELECT 1 FROM Cache WHERE filename = ? LIMIT 1", (name,))
+            return row.fetchone() is not None
+
+        return _diskfs.sweep_orphans(str(self.directory), referenced, grace=grace,
+                                     budget=budget, recheck=referenced_now)
 
     def delete(self, key: str) -> bool:
         try:
@@ -241,14 +337,16 @@ class DiskBackend(BaseBackend):
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "delete") from exc
 
-    def _keys_in_range(self, prefix: str) -> list[str]:
+    def _keys_in_range(self, prefix: str, live: bool = False) -> list[str]:
         # The (key, raw) unique index makes a range scan cheap: no full-table iteration.
-        sql = self.cache._sql
+        con = self._reader()
+        where = " AND (expire_time IS NULL OR expire_time > ?)" if live else ""
+        args: tuple[Any, ...] = (time.time(),) if live else ()
         if prefix:
-            rows = sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
-                       (prefix, prefix + "\U0010ffff")).fetchall()
+            rows = con.execute("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?"
+                               + where, (prefix, prefix + "\U0010ffff", *args)).fetchall()
         else:
-            rows = sql("SELECT key FROM Cache").fetchall()
+            rows = con.execute("SELECT key FROM Cache WHERE raw = 1" + where, args).fetchall()
         return [r[0] for r in rows if isinstance(r[0], str)]
 
     def clear(self, prefix: str = "") -> int:
@@ -264,18 +362,11 @@ class DiskBackend(BaseBackend):
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         try:
-            found = self._keys_in_range(prefix)
+            found = self._keys_in_range(prefix, live=True)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "keys") from exc
-        now = time.time()
         for key in found:
-            if key.startswith(_LOCK_PREFIX):
-                continue
-            try:
-                _, expire = self.cache.get(key, MISSING, expire_time=True)
-            except (_Refused, sqlite3.Error, OSError, diskcache.Timeout):
-                continue
-            if expire is None or expire > now:
+            if not key.startswith(_LOCK_PREFIX):
                 yield key
 
     def acquire_and_get(self, lock: Lock, key: str) -> tuple[bool, bytes | Missing]:
@@ -307,7 +398,9 @@ class DiskBackend(BaseBackend):
                 self.set(key, value, ttl=ttl)
                 if lock is not None:
                     lock._release_in_txn(cache)
+            _diskstore.release_written(cache.disk)  # committed
         except (sqlite3.Error, OSError, diskcache.Timeout, BackendError) as exc:
+            self._after_failed_write(cache.disk)  # rolled back: its value file is an orphan
             if lock is not None:  # the store failed (e.g. disk full): still free the waiters
                 with contextlib.suppress(BackendError):
                     lock.release()
@@ -326,22 +419,51 @@ class DiskBackend(BaseBackend):
         return kernel_lock(self.directory, key, ttl, lease) or lease()
 
     def maintain(self) -> list[str]:
-        """Check the database and remove orphaned value files; return the warnings found."""
+        """Check the database, drop rows naming foreign files, remove orphaned value files.
+
+        Returns what was found and done, one line each. A read-only store is only checked.
+        """
         try:
-            found = self.cache.check(fix=True, retry=True)
+            con = self._reader()
+            found = [f"integrity: {r[0]}" for r in con.execute("PRAGMA quick_check")
+                     if r[0] != "ok"]
+            bad = [(rowid, name) for rowid, name in
+                   con.execute("SELECT rowid, filename FROM Cache WHERE filename IS NOT NULL")
+                   if _diskfs._VALUE_NAME.match(str(name)) is None]
+            if self._cache is None:
+                found.append(f"read-only store ({self._ro_reason}): checked, nothing changed")
+                found += [f"row {rowid} names a foreign file {name!r}" for rowid, name in bad]
+                return found
+            with self._cache.transact(retry=True):
+                for rowid, name in bad:  # the row goes; the file it names is never touched
+                    con.execute("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+                    found.append(f"removed row {rowid} naming a foreign file {name!r}")
+            removed = self.sweep(budget=60.0)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise self._fail(exc, "check") from exc
-        return [str(w.message) for w in found]
+        if removed:
+            found.append(f"removed {removed} orphaned value files")
+        return found
 
     def volume(self) -> int:
         """Bytes used on disk by the database and value files."""
-        return int(self.cache.volume())
+        if self._cache is not None or not self.read_only:
+            return int(self.cache.volume())
+        con = self._reader()
+        (pages,) = con.execute("PRAGMA page_count").fetchone()
+        (page_size,) = con.execute("PRAGMA page_size").fetchone()
+        row = con.execute("SELECT value FROM Settings WHERE key = 'size'").fetchone()
+        return int(pages) * int(page_size) + int(row[0] if row else 0)
 
     def close(self) -> None:
         with self._open_lock:
             if self._cache is not None:
                 self._cache.close()
                 self._cache = None
+            if self._ro is not None:
+                if self._ro_pid == os.getpid():
+                    self._ro.close()
+                self._ro = None
 
 
 class DiskLock(BaseLock):
@@ -367,7 +489,7 @@ class DiskLock(BaseLock):
         """Whether this token holds the lease (call inside a transaction)."""
         try:
             return bool(cache.get(self.key, MISSING) == self._value)
-        except _Refused:
+        except _diskstore.Refused:
             return False
 
     def _release_in_txn(self, cache: diskcache.Cache) -> bool:

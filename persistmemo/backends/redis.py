@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -34,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
+    InvalidResponse,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -51,9 +52,13 @@ _SCHEMES = {"redis": (False, False), "rediss": (True, False), "unix": (False, Fa
             "redis+cluster": (False, True), "rediss+cluster": (True, True)}  # fmt: skip
 _PARAMS: dict[str, type] = {"db": int, "socket_timeout": float, "connect_timeout": float,
                             "ssl_ca_certs": str, "ssl_certfile": str, "ssl_keyfile": str,
-                            "client_name": str, "max_connections": int}  # fmt: skip
+                            "client_name": str, "max_connections": int, "password": str,
+                            "username": str}  # fmt: skip
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "passwd", "auth", "secret", "token"})
 _GLOB = re.compile(r"([*?\[\]\\])")  # SCAN MATCH metacharacters, escaped with a backslash
-_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, OSError)
+# InvalidResponse: something that is not Redis answers on the port (an HTTP server...): every
+# call would fail the same way, so it trips the breaker like a refused connection.
+_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, InvalidResponse, OSError)
 _MAPPED = (RedisError, RedisClusterException, OSError)
 # KEYS[1] = lock key, ARGV[1] = owner token, ARGV[2] = ttl in ms: act only while we own it.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
@@ -63,7 +68,14 @@ _RENEW = (
 )
 LOCK_SUFFIX = ":lock"  # a lease lives next to its entry: same namespace, ACL pattern and clear()
 _LOCK_BYTES = LOCK_SUFFIX.encode()
-_SHA = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RELEASE, _RENEW)}
+# GET, unless the value is over ARGV[1] bytes (then -1): a planted giant value is refused by the
+# server, before a byte of it crosses the network or is allocated here.
+_GET_BOUNDED = (
+    "if redis.call('strlen', KEYS[1]) > tonumber(ARGV[1]) then return -1 end "
+    "return redis.call('get', KEYS[1])"
+)
+_SHA = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RELEASE, _RENEW, _GET_BOUNDED)}
+_REDIS_MAX_STRING = 512 << 20  # a Redis string is at most 512 MiB: larger limits need no check
 
 
 def _ms(ttl: float | None) -> int | None:
@@ -74,6 +86,56 @@ def _ms(ttl: float | None) -> int | None:
 def _value(v: bytes | None) -> bytes | Missing:
     """Map redis-py's None (absent) to MISSING."""
     return MISSING if v is None else v
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with every password form replaced by ``***``.
+
+    Covers ``user:pw@``, a lone ``pw@`` (redis-py would take it as a user name, but it is often a
+    password), and ``?password=`` style query parameters; the rest is kept for diagnostics.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else (f"{k}={v}" if v else k)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def secret_forms(url: str) -> list[str]:
+    """Every spelling of the URL's secrets that could appear in a message (raw, %-decoded...)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    raw = [parts.password or ""]
+    if parts.username and parts.password is None:
+        raw.append(parts.username)
+    raw += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() in _SECRET_PARAMS]
+    forms: set[str] = set()
+    for r in filter(None, raw):
+        for f in (r, unquote(r), unquote_plus(r), quote(unquote(r), safe=""),
+                  quote_plus(unquote(r))):
+            forms.add(f)
+    return sorted(filter(None, forms), key=len, reverse=True)
+
+
+def _bounded(v: Any) -> bytes | Missing:
+    """Map the bounded GET script's reply: nil -> MISSING, -1 (too large) -> a refused entry."""
+    if v is None:
+        return MISSING
+    if isinstance(v, int):
+        return b""  # not an envelope: the engine counts and logs a miss
+    return bytes(v)
 
 
 def _parse_url(
@@ -87,10 +149,7 @@ def _parse_url(
     if parts.scheme.lower() not in _SCHEMES:
         raise ConfigurationError(f"Redis URL scheme must be one of {sorted(_SCHEMES)}")
     tls, cluster = _SCHEMES[parts.scheme.lower()]
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    safe = parts._replace(netloc=netloc).geturl()
+    safe = redact_url(url)
     opts: dict[str, Any] = {"socket_timeout": timeout, "connect_timeout": connect_timeout}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _PARAMS or (name.startswith("ssl_") and not tls):
@@ -101,8 +160,10 @@ def _parse_url(
         except ValueError:
             raise ConfigurationError(f"bad value for Redis URL parameter {name!r}") from None
     kw: dict[str, Any] = {
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password is not None else None,
+        "username": opts.pop("username", None)
+        or (unquote(parts.username) if parts.username else None),
+        "password": opts.pop("password", None)
+        or (unquote(parts.password) if parts.password is not None else None),
         "socket_connect_timeout": opts.pop("connect_timeout"), "health_check_interval": 0,
     }  # fmt: skip
     if not (0 < opts["socket_timeout"] < 1e6 and 0 < kw["socket_connect_timeout"] < 1e6):
@@ -145,9 +206,12 @@ class _Guard:
 
     __slots__ = ("label", "secrets")
 
-    def __init__(self, label: str, password: str | None) -> None:
+    def __init__(self, label: str, password: str | None, url: str = "") -> None:
         self.label = label
-        self.secrets = [s for s in {password, password and password.replace("@", "%40")} if s]
+        forms = set(secret_forms(url)) if url else set()
+        if password:
+            forms.update((password, quote(password, safe=""), quote_plus(password)))
+        self.secrets = sorted(forms, key=len, reverse=True)  # longest first: no partial leaks
 
     def __enter__(self) -> None:
         return None
@@ -223,6 +287,10 @@ class RedisBackend(BaseBackend):
     settings. Whether errors fail open is the engine's decision (``Cache(fail_open=...)``).
     """
 
+    # Redis refuses bulk strings above proto-max-bulk-len (512 MB by default): the engine does
+    # not store bigger entries (one warning, the result is returned, the store stays in use).
+    max_value_size: int | None = 512 * 1024 * 1024
+
     def __init__(
         self,
         target: str | redis.Redis | RedisCluster,
@@ -236,6 +304,7 @@ class RedisBackend(BaseBackend):
             raise ConfigurationError(f"unknown Redis backend option(s) {sorted(unknown)} ({known})")
         self._lock, self._pid = threading.Lock(), os.getpid()
         self._aclients: dict[int, _AsyncConn] = {}
+        self._max_read: int | None = None  # limit_reads(): refuse larger values server-side
         self._client: Any = None
         self._kw: dict[str, Any] | None  # client kwargs, sync and async; None: async via threads
         self._owned = isinstance(target, str)
@@ -254,7 +323,7 @@ class RedisBackend(BaseBackend):
             kind = f"{type(target).__module__}.{type(target).__qualname__}"
             raise ConfigurationError(f"expected a Redis URL or a sync redis-py client, got {kind}")
         self.name = "redis-cluster" if self._cluster else "redis"
-        self._guard = _Guard(label, password)
+        self._guard = _Guard(label, password, target if isinstance(target, str) else "")
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._guard.label}>"
@@ -319,8 +388,15 @@ class RedisBackend(BaseBackend):
             return await c.eval(script, 1, key, *args)
 
     # -- primitives ------------------------------------------------------------------------
+    def limit_reads(self, max_size: int) -> None:
+        """Refuse (server-side) stored values over ``max_size`` bytes on the hit path."""
+        if max_size < min(self._max_read or _REDIS_MAX_STRING, _REDIS_MAX_STRING):
+            self._max_read = max_size  # caches sharing this backend: the smallest limit wins
+
     def get(self, key: str) -> bytes | Missing:
-        """Return the value under ``key`` (one GET)."""
+        """Return the value under ``key`` (one GET, or a bounded GET script with a limit)."""
+        if self._max_read is not None:
+            return _bounded(self._eval(_GET_BOUNDED, key, self._max_read))
         with self._guard:
             value: bytes | None = self._sync().get(key)
         return MISSING if value is None else value
@@ -457,6 +533,8 @@ class RedisBackend(BaseBackend):
     @_native
     async def aget(self, c: Any, key: str) -> bytes | Missing:
         """Return the value under ``key``."""
+        if self._max_read is not None:
+            return _bounded(await self._aeval(c, _GET_BOUNDED, key, self._max_read))
         return _value(await c.get(key))
 
     @_native
