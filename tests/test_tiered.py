@@ -174,11 +174,7 @@ def test_async_functions_use_both_tiers(fresh_redis: RedisServer) -> None:
     runs: list[int] = []
 
     def make(cache: Cache) -> Any:
-        # `runs` is a closure value, so (keys v2) part of the fingerprint, hashed at a
-        # function's first call: r's first call sees runs == [3] where w's saw [], a different
-        # fingerprint. Two workers really are two processes, each starting from its own empty
-        # list; in one process the counter is left out as the docs say (a counter: ignore_deps).
-        @cache.memoize(ignore_deps=("runs",))
+        @cache.memoize
         async def f(x: int) -> int:
             runs.append(x)
             return x * 2
