@@ -119,7 +119,8 @@ class Store:
             from persistmemo.backends.tiered import TieredBackend
 
             kind, max_bytes, ttl = self._local
-            backend = TieredBackend.build(kind, backend, max_bytes=max_bytes, local_ttl=ttl)
+            backend = TieredBackend.build(kind, backend, max_bytes=max_bytes, local_ttl=ttl,
+                                          backoff=self.breaker.backoff)
         self.breaker.label = backend
         return backend
 
