@@ -35,6 +35,12 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    import persistmemo
+
+    return str(persistmemo.__version__)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``persistmemo`` command."""
     from persistmemo.cli import entries, explain, stats
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and manage a persistmemo cache. Read commands (ls, show, stats, "
                     "explain) never create anything.",
         epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"persistmemo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _global_options(False)
     for module in (entries, stats, explain):
