@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._redis_fixtures import RedisServer, command
+
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
 
 
@@ -94,3 +96,19 @@ def test_ls_unknown_function_names_the_stored_ones(tmp_path: Path) -> None:
     res = _pm(tmp_path, "ls", "--function", "nosuch", "--url", url)
     assert res.returncode == 0 and "no stored function matches 'nosuch'" in res.stdout
     assert "job.f" in res.stdout
+
+
+def test_redis_password_errors_hint_and_never_print_the_password(tmp_path: Path) -> None:
+    """A wrong or missing Redis password: exit 4, a hint, and the password never printed."""
+    server = RedisServer(tmp_path / "redis")
+    port = server.port
+    try:
+        command(port, "CONFIG", "SET", "requirepass", "s3cretpw")
+        for url in (f"redis://:wrongpw@127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0"):
+            res = _pm(tmp_path, "ls", "--url", url)
+            assert res.returncode == 4 and "hint: the server wants a" in res.stderr
+            assert "wrongpw" not in res.stdout + res.stderr
+        res = _pm(tmp_path, "stats", "--json", "--url", f"redis://:s3cretpw@127.0.0.1:{port}/0")
+        assert res.returncode == 0 and "s3cretpw" not in res.stdout + res.stderr
+    finally:
+        server.kill()

@@ -41,6 +41,16 @@ def _version() -> str:
     return str(persistmemo.__version__)
 
 
+def _hint(message: str) -> str:
+    """A next step for the store errors people hit most."""
+    if any(w in message for w in ("Authentication", "NOAUTH", "WRONGPASS", "HELLO must")):
+        return ("\nhint: the server wants a (different) password: redis://:PASSWORD@host:port/db "
+                "or redis://USER:PASSWORD@host:port/db in --url or PERSISTMEMO_URL")
+    if "Connection refused" in message or "Timeout" in message:
+        return "\nhint: is the server running, and are the host and port in the URL right?"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``persistmemo`` command."""
     from persistmemo.cli import entries, explain, stats
@@ -73,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"persistmemo: {exc}", file=sys.stderr)
         return exc.code
     except BackendError as exc:
-        print(f"persistmemo: the store failed: {exc}", file=sys.stderr)
+        print(f"persistmemo: the store failed: {exc}{_hint(str(exc))}", file=sys.stderr)
         return STORE_ERROR
     except PersistmemoError as exc:
         print(f"persistmemo: {exc}", file=sys.stderr)
