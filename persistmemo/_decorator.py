@@ -86,7 +86,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
                         backend=backend, breaker=cache.breaker, stats=cache.stats,
                         usage=cache.usage)
         engine.generation = generation
-        engine.disabled = _switch.env_disabled()
+        engine.disabled = _switch.env_disabled() or hasattr(cache, "config_error")
         old = self._engine
         if old is not None:  # moved to a new default cache: f.cache_info() keeps counting
             for name in type(old.stats).__slots__:
