@@ -474,11 +474,20 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
         return np.empty(shape, dtype=dtype)
     assert region is not None
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
+    if dtype.kind == "U":
+        _check_code_points(np, flat)
     if region.readonly:  # bytes: copy once, so the result is writable
         return flat.reshape(shape).copy()
     # A private bytearray (the disk store reads values into one): the array keeps it alive and
     # uses it in place, no copy.
     return flat.reshape(shape)
+
+
+def _check_code_points(np: Any, flat: Any) -> None:
+    """Refuse a str array holding code points above U+10FFFF (forged: numpy would build
+    invalid str objects from them, which crash whoever reads the value)."""
+    if flat.size and int(flat.view(np.uint32).max()) > 0x10FFFF:
+        raise ValueError("numpy str array holds code points above U+10FFFF (forged)")
 
 
 def _no_ext_plain(code: int, ext: bytes) -> Any:

@@ -113,9 +113,24 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes bad arguments in its errors: redact any URL among them (passwords)."""
+
+    argv: Sequence[str] = ()  # the arguments being parsed, set by main()
+
+    def error(self, message: str) -> Any:  # -> NoReturn in typeshed
+        from persistmemo.backends.redis import redact_url
+
+        for arg in sorted(self.argv, key=len, reverse=True):
+            value = arg.partition("=")[2] if arg.startswith("--") else arg
+            if "://" in value or "@" in value:
+                message = message.replace(value, redact_url(value) if "://" in value else "***")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``persistmemo`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="persistmemo",
         description="Inspect and manage a persistmemo cache (a directory or a redis:// URL; "
         "default: $PERSISTMEMO_URL, else the user cache directory).",
@@ -144,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     from persistmemo.errors import PersistmemoError
 
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

@@ -413,7 +413,7 @@ class Codec:
         try:
             value = self._loads(payload)
         except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
-            raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
+            raise DecodeError(f"{self._name} payload does not decode: {_describe(exc)}") from exc
         return _new_entry(Entry, (value, created, duration, bytes(data[start:payload_start])))
 
     def peek(self, data: bytes) -> EntryInfo:
@@ -466,6 +466,15 @@ class Codec:
 
 
 _new_entry = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hit path
+
+
+def _describe(exc: BaseException) -> str:
+    """``repr(exc)`` cut to 500 characters; never raises (a forged payload may put objects
+    whose repr fails into the message)."""
+    try:
+        return repr(exc)[:500]
+    except Exception:
+        return type(exc).__name__
 
 
 def _key_bytes(key: str, error: type[Exception]) -> bytes:

@@ -88,12 +88,52 @@ def _value(v: bytes | None) -> bytes | Missing:
     return MISSING if v is None else v
 
 
+_RESERVED = frozenset("/?#")
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """Split ``scheme://userinfo@rest`` at the LAST "@" (a raw "@", "/", "?" or "#" in a
+    password is a common mistake); userinfo is None without any "@"."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return scheme, None, rest
+    userinfo, _, tail = rest.rpartition("@")
+    return scheme, userinfo, tail
+
+
+def _garbled_userinfo(url: str) -> str | None:
+    """The raw userinfo if a raw "/", "?" or "#" in it made urlsplit end the host early (the
+    password would then be read as a path, a query or a fragment), else None."""
+    userinfo = _split_userinfo(url)[1]
+    if userinfo is None or not _RESERVED.intersection(userinfo):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return userinfo
+    if "@" in parts.path or "@" in parts.fragment:
+        return userinfo
+    if "@" not in parts.query:
+        return None  # every "@" is in the host part: urlsplit reads the password right
+    keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return None if all(k in _PARAMS for k in keys) else userinfo  # "@" in a known value: fine
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with every password form replaced by ``***``.
 
     Covers ``user:pw@``, a lone ``pw@`` (redis-py would take it as a user name, but it is often a
     password), and ``?password=`` style query parameters; the rest is kept for diagnostics.
     """
+    scheme, _, tail = _split_userinfo(url)
+    userinfo = _garbled_userinfo(url)
+    if userinfo is not None:
+        # A password with a raw "/", "?" or "#" (not percent-encoded) ends urlsplit's netloc
+        # early: mask the whole userinfo, up to the last "@", and drop what follows the host.
+        user, colon, _ = userinfo.partition(":")
+        host = re.split(r"[/?#]", tail, maxsplit=1)[0]
+        return f"{scheme}://{user}:***@{host}" if colon and not _RESERVED.intersection(user) \
+            else f"{scheme}://***@{host}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -117,6 +157,9 @@ def secret_forms(url: str) -> list[str]:
     except ValueError:
         return []
     raw = [parts.password or ""]
+    userinfo = _garbled_userinfo(url)
+    if userinfo:  # the raw spelling too, when urlsplit misreads it (a raw "/", "?", "#")
+        raw += [userinfo, userinfo.partition(":")[2]]
     if parts.username and parts.password is None:
         raw.append(parts.username)
     raw += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
@@ -150,6 +193,10 @@ def _parse_url(
         raise ConfigurationError(f"Redis URL scheme must be one of {sorted(_SCHEMES)}")
     tls, cluster = _SCHEMES[parts.scheme.lower()]
     safe = redact_url(url)
+    if _garbled_userinfo(url) is not None:
+        raise ConfigurationError(
+            f"the user name or password in Redis URL {safe} contains a raw '/', '?' or '#': "
+            "percent-encode it (urllib.parse.quote(password, safe=''))")
     opts: dict[str, Any] = {"socket_timeout": timeout, "connect_timeout": connect_timeout}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _PARAMS or (name.startswith("ssl_") and not tls):

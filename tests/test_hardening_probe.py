@@ -1,0 +1,84 @@
+"""Regressions for defects found by probing the hardened store as an attacker and on a broken
+machine (issue 10, second pass): each test failed before its fix."""
+
+from __future__ import annotations
+
+import io
+import struct
+from contextlib import redirect_stderr
+
+import numpy as np
+import pytest
+
+from persistmemo.backends.redis import redact_url
+from persistmemo.codec import HEADER, Codec
+from persistmemo.errors import ConfigurationError, DecodeError
+
+
+def _forge_unsigned(payload: bytes, key: str = "k") -> bytes:
+    """An envelope around ``payload`` with a valid (unkeyed) checksum, as any store writer can."""
+    from persistmemo._signing import checksum
+
+    header = HEADER.pack(b"PM", 2, 1, 1, 0, 0, 0.0, 0.0, 0, 0)
+    return header + checksum(key.encode() + b"\0" + header, (payload,), len(payload)) + payload
+
+
+@pytest.mark.parametrize("code_point", [0x110000, 0xF2000000, 0xFFFFFFFF])
+def test_forged_str_array_with_invalid_code_points_is_a_miss(code_point: int) -> None:
+    """A numpy str array holding code points above U+10FFFF is refused, not returned broken."""
+    codec = Codec()
+    blob = codec.encode(np.zeros((3, 4), dtype="<U3"), key="k", created=0, duration=0)
+    payload = bytearray(blob[48:])
+    payload[-4:] = struct.pack("<I", code_point)
+    with pytest.raises(DecodeError, match="code points"):
+        codec.decode(_forge_unsigned(bytes(payload)), key="k")
+
+
+def test_valid_str_arrays_still_round_trip() -> None:
+    """The code-point check keeps every legal str array, astral and surrogate-free included."""
+    codec = Codec()
+    arr = np.array([["a", "\U0010ffff"], ["\u00e9t\u00e9", ""]], dtype="<U3")
+    out = codec.decode(codec.encode(arr, key="k", created=0, duration=0), key="k").value
+    assert out.dtype == arr.dtype and out.tolist() == arr.tolist()
+
+
+@pytest.mark.parametrize("url", [
+    "redis://alice:S3CRETp/w@127.0.0.1:6379/0",
+    "redis://alice:S3CRETp?w@127.0.0.1:6379",
+    "redis://alice:S3CRETp#w@127.0.0.1:6379",
+    "redis://S3CRETp/w@127.0.0.1:6379/0",
+    "redis://alice:S3CRET@p/w@127.0.0.1:6379/0",
+    "rediss://alice:S3/CRET?p#w@127.0.0.1:6379/0",
+])
+def test_raw_reserved_characters_in_a_password_are_never_echoed(url: str) -> None:
+    """A password with a raw '/', '?' or '#' is refused with a clear error that hides it."""
+    from persistmemo import Cache
+
+    assert "S3" not in redact_url(url) and "p/w" not in redact_url(url)
+    with pytest.raises(ConfigurationError, match="percent-encode") as info:
+        Cache(url)
+    assert "S3" not in str(info.value) and "w@" not in str(info.value)
+
+
+def test_at_sign_in_a_known_query_value_is_not_mistaken_for_a_password() -> None:
+    """``?client_name=a@b`` is a legal URL: kept as is, and no host is masked."""
+    url = "redis://127.0.0.1:6379/0?client_name=a@b"
+    assert redact_url(url) == url
+
+
+@pytest.mark.parametrize("args", [
+    ["stats", "--url", "redis://alice:S3CRETpw@127.0.0.1:1/0"],
+    ["ls", "--url=redis://:S3CRETpw@127.0.0.1:1"],
+    ["clear", "--url", "redis://127.0.0.1:1/0?password=S3CRETpw"],
+    ["maintain", "redis://alice:S3CRET pw@127.0.0.1:1/0"],
+])
+def test_cli_usage_errors_do_not_echo_passwords(args: list[str]) -> None:
+    """argparse repeats bad arguments in its error: the password is redacted there too."""
+    from persistmemo.cli import main
+
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "unrecognized arguments" in err.getvalue()
+    assert "S3CRET" not in err.getvalue() and "pw@" not in err.getvalue()
