@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from contextlib import redirect_stderr
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from persistmemo import Cache
 from persistmemo.backends.redis import redact_url
 from persistmemo.codec import HEADER, Codec
 from persistmemo.errors import ConfigurationError, DecodeError
@@ -52,8 +55,6 @@ def test_valid_str_arrays_still_round_trip() -> None:
 ])
 def test_raw_reserved_characters_in_a_password_are_never_echoed(url: str) -> None:
     """A password with a raw '/', '?' or '#' is refused with a clear error that hides it."""
-    from persistmemo import Cache
-
     assert "S3" not in redact_url(url) and "p/w" not in redact_url(url)
     with pytest.raises(ConfigurationError, match="percent-encode") as info:
         Cache(url)
@@ -82,3 +83,33 @@ def test_cli_usage_errors_do_not_echo_passwords(args: list[str]) -> None:
     assert info.value.code == 2
     assert "unrecognized arguments" in err.getvalue()
     assert "S3CRET" not in err.getvalue() and "pw@" not in err.getvalue()
+
+
+def test_wrong_password_trips_the_back_off(tmp_path: Path) -> None:
+    """A wrong password fails every call the same way: one connection per back-off window, not
+    three per call (each failed AUTH closes the connection), and every result is returned."""
+    import redis
+    from _redis_fixtures import RedisServer
+
+    server = RedisServer(tmp_path / "auth")
+    try:
+        redis.Redis(port=server.port).config_set("requirepass", "right-pw")
+        admin = redis.Redis(port=server.port, password="right-pw")
+        before = admin.info("stats")["total_connections_received"]
+        cache = Cache(f"redis://:wrong-pw@127.0.0.1:{server.port}/0", backoff=30)
+        calls: list[int] = []
+
+        @cache.memoize
+        def f(x: int) -> int:
+            calls.append(x)
+            return x + 1
+
+        started = time.monotonic()
+        assert [f(i) for i in range(30)] == [i + 1 for i in range(30)]
+        assert time.monotonic() - started < 5
+        opened = admin.info("stats")["total_connections_received"] - before - 1  # minus admin
+        assert opened <= 2, opened
+        assert f.cache_info().errors >= 1 and len(calls) == 30
+        assert "wrong-pw" not in repr(cache)
+    finally:
+        server.kill()

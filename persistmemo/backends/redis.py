@@ -271,9 +271,13 @@ class _Guard:
         message = f"{self.label}: {type(exc).__name__}: {exc}"
         for secret in self.secrets:
             message = message.replace(secret, "***")
+        if isinstance(exc, AuthenticationError):  # the server closed the connection after it
+            message += " (check the user name and password)"
         down, cause = False, exc  # type: bool, BaseException | None
         while cause is not None and not down:
-            down = isinstance(cause, _DOWN) and not isinstance(cause, AuthenticationError)
+            # A wrong password fails every call the same way, each on a new connection: it
+            # trips the back-off like a refused connection (no connection storm).
+            down = isinstance(cause, _DOWN)
             cause = cause.__cause__
         raise (BackendUnavailable if down else BackendError)(message) from exc
 
