@@ -113,3 +113,45 @@ def test_wrong_password_trips_the_back_off(tmp_path: Path) -> None:
         assert "wrong-pw" not in repr(cache)
     finally:
         server.kill()
+
+
+def test_huge_fraction_decodes_in_linear_time() -> None:
+    """A Fraction with 200 KB terms decodes without the quadratic gcd (was 5.5 s per hit)."""
+    import os
+    from fractions import Fraction
+
+    from persistmemo._msgpack_ext import _coprime_fraction
+
+    a = int.from_bytes(os.urandom(200_000), "big") | 1
+    b = int.from_bytes(os.urandom(200_000), "big") | 1
+    codec = Codec()
+    blob = codec.encode(_coprime_fraction(a, b), key="k", created=0, duration=0)
+    started = time.perf_counter()
+    value = codec.decode(blob, key="k").value
+    assert time.perf_counter() - started < 0.5
+    assert type(value) is Fraction and (value.numerator, value.denominator) == (a, b)
+
+
+@pytest.mark.parametrize("value", ["1/3", "-7/2", "0", "1000000000000000000000000000001/7"])
+def test_fractions_round_trip_equal_hashable_and_usable(value: str) -> None:
+    """Decoded Fractions equal, hash like and compute like the originals."""
+    from fractions import Fraction
+
+    codec = Codec()
+    f = Fraction(value)
+    got = codec.decode(codec.encode({f: [f]}, key="k", created=0, duration=0), key="k").value
+    (k, v), = got.items()
+    assert k == f and hash(k) == hash(f) and v[0] + 1 == f + 1 and type(k) is Fraction
+
+
+def test_forged_fraction_with_a_non_positive_denominator_is_a_miss() -> None:
+    """A Fraction whose stored denominator is 0 or negative is refused (forged)."""
+    from fractions import Fraction
+
+    codec = Codec()
+    blob = codec.encode(Fraction(5, 3), key="k", created=0, duration=0)
+    payload = bytes(blob[48:])
+    assert payload.endswith(b"\x05\x03")
+    for bad in (b"\x05\x00", b"\x05\xff"):  # positive fixints: 0 and -1
+        with pytest.raises(DecodeError, match="Fraction"):
+            codec.decode(_forge_unsigned(payload[:-2] + bad), key="k")
