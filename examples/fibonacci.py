@@ -7,8 +7,10 @@ them in the cache on disk and computes nothing new::
     python examples/fibonacci.py            # reuses: "computed 0 new results"
     python examples/fibonacci.py --clear    # forget the stored results first
 
-The cache is ``$PERSISTMEMO_URL`` if set (a directory or a ``redis://`` URL), else the
-directory ``.persistmemo-cache`` next to this script.
+The cache is the project's: ``$PERSISTMEMO_URL`` if set (a directory or a ``redis://`` URL),
+else ``url`` in ``[tool.persistmemo]`` of the nearest ``pyproject.toml`` (this repository's
+says ``examples/.persistmemo-cache``), else the user cache directory. The ``persistmemo``
+command resolves it the same way, so ``persistmemo stats`` shows this cache.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import persistmemo
+from persistmemo.config import default_location
 
-CACHE_DIR = Path(__file__).resolve().parent / ".persistmemo-cache"
-LOCATION = os.environ.get("PERSISTMEMO_URL", "").strip() or str(CACHE_DIR)
+LOCATION = default_location()  # PERSISTMEMO_URL > [tool.persistmemo] url > user cache dir
 NAIVE_LIMIT = 32  # naive fib(n) makes ~1.6 * 1.618**n calls: fib(32) is already ~1 s
 
 cache = persistmemo.Cache(LOCATION)
@@ -37,7 +38,7 @@ def fib_naive(n: int) -> int:
     return n if n < 2 else fib_naive(n - 1) + fib_naive(n - 2)
 
 
-@cache.memoize
+@cache.memoize(ignore_deps=["calls"])  # a call counter: it never changes the result
 def fib(n: int) -> int:
     """Return the n-th Fibonacci number; each fib(i) is computed once, ever."""
     calls["memoized"] += 1
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n and --big must be >= 0")
 
     print(f"cache: {shown(LOCATION)}"
-          + ("" if os.environ.get("PERSISTMEMO_URL") else "  (set PERSISTMEMO_URL to change)"))
+          + ("" if os.environ.get("PERSISTMEMO_URL") else
+             "  (set PERSISTMEMO_URL or [tool.persistmemo] url in pyproject.toml to change)"))
     # Open the store (the first access opens SQLite or connects), so timings measure lookups.
     cache.backend.get("persistmemo-example:warm-up")
     if args.clear:

@@ -15,8 +15,10 @@ Run one worker (this is what ``docker compose up`` does, twice, against one Redi
     PERSISTMEMO_URL=redis://redis:6379/0 python examples/shared_workers.py --worker \\
         --name worker-a --inputs 0-59
 
-The cache is ``--url``, else ``$PERSISTMEMO_URL``, else the directory ``.persistmemo-cache``
-next to this script. Each worker prints ``RESULT {json}`` as its last line.
+The cache is ``--url``, else the project's, found as the ``persistmemo`` command finds it:
+``$PERSISTMEMO_URL``, else ``url`` in ``[tool.persistmemo]`` of the nearest ``pyproject.toml``
+(``examples/.persistmemo-cache`` in this repository), else the user cache directory. Each
+worker prints ``RESULT {json}`` as its last line.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from urllib.parse import urlsplit
 
 import persistmemo
 
-DEFAULT_DIR = Path(__file__).resolve().parent / ".persistmemo-cache"
 NAMESPACE = "shared-workers-demo"
 COST = float(os.environ.get("SHARED_WORKERS_COST", "0.2"))  # seconds per computation
 computed: list[int] = []  # inputs whose body ran in this process
@@ -61,8 +62,10 @@ def parse_inputs(spec: str) -> list[int]:
 
 
 def location(url: str | None) -> str:
-    """Return the cache location: ``--url``, else ``$PERSISTMEMO_URL``, else a local dir."""
-    return url or os.environ.get("PERSISTMEMO_URL", "").strip() or str(DEFAULT_DIR)
+    """Return the cache location: ``--url``, else the project's (as ``persistmemo`` finds it)."""
+    from persistmemo.config import default_location
+
+    return url or default_location()
 
 
 def shown(url: str) -> str:
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     global COST
     parser = argparse.ArgumentParser(description="Worker processes sharing one cache.")
     parser.add_argument("--url", help="cache location: redis:// URL or directory "
-                        "(default: $PERSISTMEMO_URL, else .persistmemo-cache next to this file)")
+                        "(default: $PERSISTMEMO_URL, else [tool.persistmemo] url)")
     parser.add_argument("--cost", type=float, default=COST,
                         help=f"seconds each computation takes (default {COST})")
     worker = parser.add_argument_group("one worker (used by docker compose)")

@@ -21,6 +21,7 @@ from persistmemo._cache import Cache, default_cache, set_default_cache
 from persistmemo._decorator import AsyncMemoized, Memoized, memoize
 from persistmemo._engine import UncacheableResultWarning
 from persistmemo._stats import CacheInfo
+from persistmemo._switch import disabled
 from persistmemo.backends.base import MISSING, Backend, Lock, Missing
 from persistmemo.errors import (
     BackendError,
@@ -35,6 +36,7 @@ from persistmemo.errors import (
 from persistmemo.keys import Dependency, register_key_encoder
 
 if TYPE_CHECKING:
+    from persistmemo._explain import Explanation
     from persistmemo.backends.disk import DiskBackend
     from persistmemo.backends.memory import MemoryBackend
     from persistmemo.backends.redis import RedisBackend
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     # Backends import their drivers (diskcache, redis) lazily: `import persistmemo` stays fast.
+    if name == "Explanation":  # what f.explain() returns: imported with it, not at import
+        from persistmemo._explain import Explanation
+
+        return Explanation
     if name in ("DiskBackend", "MemoryBackend", "RedisBackend"):
         from persistmemo import backends
 
@@ -68,6 +74,7 @@ __all__ = [
     "DecodeError",
     "Dependency",
     "DiskBackend",
+    "Explanation",
     "KeyEncodingError",
     "Lock",
     "LockTimeout",
@@ -80,6 +87,7 @@ __all__ = [
     "UncacheableResultWarning",
     "__version__",
     "default_cache",
+    "disabled",
     "memoize",
     "register_key_encoder",
     "set_default_cache",

@@ -15,6 +15,7 @@ from persistmemo.errors import ConfigurationError
 if TYPE_CHECKING:
     import datetime as _dt
 
+    from persistmemo._explain import Explanation
     from persistmemo._fingerprint import Dependency
     from persistmemo._stats import CacheInfo
     from persistmemo._store import Store
@@ -61,18 +62,52 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         self._engine: Engine | None = None
 
     def _start(self) -> Engine:
+        from persistmemo import _store, _switch
         from persistmemo._store import default_cache, make_codec
 
+        generation = _store.generation
         cache = self._cache or default_cache()
+        if self._cache is None and "namespace" not in self._given:
+            self._adopt_namespace(cache.namespace)
         options = cache.options.merged(self._options)
         codec = cache.codec
         if "serializer" in self._options or "max_value_size" in self._options:
             codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
                                options.max_value_size)
-        self._engine = Engine(keys=self.keys, func=self.__wrapped__, options=options,
-                              codec=codec, backend=cache.backend, breaker=cache.breaker,
-                              stats=cache.stats)
-        return self._engine
+        engine = Engine(keys=self.keys, func=self.__wrapped__, options=options, codec=codec,
+                        backend=cache.backend, breaker=cache.breaker, stats=cache.stats,
+                        usage=cache.usage)
+        engine.generation = generation
+        engine.disabled = _switch.env_disabled()
+        old = self._engine
+        if old is not None:  # moved to a new default cache: f.cache_info() keeps counting
+            for name in type(old.stats).__slots__:
+                if name != "parent":
+                    setattr(engine.stats, name, getattr(old.stats, name))
+        self._engine = engine
+        return engine
+
+    def _adopt_namespace(self, namespace: str) -> None:
+        """Functions on the default cache take its namespace (from the configuration)."""
+        if self.keys.namespace == namespace:
+            return
+        from persistmemo.keys import KeyBuilder
+
+        k = self.keys
+        self.keys = KeyBuilder(k.func, namespace=namespace, version=k.version, ignore=k.ignore,
+                               key=k.custom_key)
+        public = getattr(self, "_public", None)
+        if public is not None:  # the function handed out carries `keys` too
+            public.keys = self.keys
+
+    def _current(self) -> Engine:
+        """The engine, (re)built on first use or after the default cache was replaced."""
+        from persistmemo import _store
+
+        engine = self._engine
+        if engine is None or (self._cache is None and engine.generation != _store.generation):
+            engine = self._start()
+        return engine
 
     def entry(self) -> Callable[..., Any]:
         """The function handed to the user: a driver bound to this object, with its methods.
@@ -90,17 +125,31 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
                 setattr(fn, name, getattr(self, name))
         fn.keys = self.keys
         fn.memo = fn.__memoized__ = self
+        self._public = fn
         entry: Callable[..., Any] = fn
         return entry
 
     @property
     def engine(self) -> Engine:
         """The get-or-compute engine (built on first use)."""
-        return self._engine or self._start()
+        return self._current()
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the key under which ``f(*args, **kwargs)`` is stored."""
+        self._current()  # the default cache's namespace comes from the configuration
         return self.keys(args, kwargs)
+
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """Say whether ``f(*args, **kwargs)`` is stored, and if not, why (without calling f).
+
+        Returns an :class:`~persistmemo.Explanation`: ``hit``, ``key``, ``reasons`` (changed
+        argument by parameter, changed code or dependency by name, other namespace, other key
+        format, expired, never computed) and the ``nearest`` stored entries; its ``str()`` is a
+        readable report.
+        """
+        from persistmemo._explain import explain_call
+
+        return explain_call(self, args, kwargs)
 
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
@@ -155,7 +204,7 @@ class Memoized(_MemoizedBase[P, R]):
         def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
             """Recompute ``f(*args, **kwargs)``, store it (replacing any entry), return it."""
 
-        def map(self, calls: Iterable[Any], /) -> list[R]:
+        def map(self, calls: Iterable[Any], /, *, progress: bool = False) -> list[R]:
             """Return ``[f(*c) for c in calls]`` with one batched lookup."""
     else:
         __call__ = sync_driver(Engine.call)
@@ -166,6 +215,8 @@ class Memoized(_MemoizedBase[P, R]):
 
         Each item is a tuple of positional arguments; any other item is a single argument.
         Hits are read in one batch; each miss is computed once (single-flight) and stored.
+        ``progress=True`` shows a progress bar on stderr (tqdm when installed) with the counts
+        of computed and reused results.
         """
 
 
@@ -184,7 +235,7 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
             """Recompute, store and return ``await f(*args, **kwargs)``."""
 
-        async def map(self, calls: Iterable[Any], /) -> list[R]:
+        async def map(self, calls: Iterable[Any], /, *, progress: bool = False) -> list[R]:
             """Return ``[await f(*c) for c in calls]`` with one batched lookup."""
     else:
         __call__ = async_driver(Engine.call)
@@ -203,7 +254,7 @@ class _Bound(functools.partial):  # type: ignore[type-arg]
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.func, name)
-        if name in ("cache_key", "explain_key", "invalidate", "refresh"):
+        if name in ("cache_key", "explain_key", "explain", "invalidate", "refresh"):
             return functools.partial(attr, *self.args)
         return attr
 

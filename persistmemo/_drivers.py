@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from persistmemo import _store, _switch
 from persistmemo._engine import COMPUTE, IO, JOIN, SLEEP, Engine, Steps
 from persistmemo.backends.base import MISSING
 from persistmemo.errors import BackendError
@@ -24,6 +25,23 @@ Protocol = Callable[["Engine", tuple[Any, ...], dict[str, Any]], Steps]
 
 
 _CALL = Engine.call
+_MAP = Engine.map
+
+
+def _engine(memo: Any) -> Engine:
+    """The memoized object's engine; rebuilt when the default cache it uses was replaced."""
+    engine: Engine | None = memo._engine
+    if engine is None or (engine.generation != _store.generation and memo._cache is None):
+        engine = memo._start()
+    return engine
+
+
+def _straight(protocol: Protocol, engine: Engine, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+    """Switched off (``persistmemo.disabled()``): what the protocol would compute, no cache."""
+    if protocol is _MAP:
+        return [engine.func(*(c if type(c) is tuple else (c,))) for c in args[0]]
+    return engine.func(*args, **kwargs)
 
 
 def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
@@ -36,7 +54,11 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
         self = memo
         if self is None:
             self, args = args[0], args[1:]
-        engine = self._engine or self._start()
+        engine = self._engine
+        if engine is None or (engine.generation != _store.generation and self._cache is None):
+            engine = self._start()
+        if _switch.depth or engine.disabled:
+            return _straight(protocol, engine, args, kwargs)
         if protocol is _CALL and not engine.breaker.down_until:
             value, steps = _lookup(engine, args, kwargs)
             if steps is None:
@@ -100,7 +122,11 @@ def async_driver(protocol: Protocol, memo: Any = None
         self = memo
         if self is None:
             self, args = args[0], args[1:]
-        engine = self._engine or self._start()
+        engine = _engine(self)
+        if _switch.depth or engine.disabled:
+            if protocol is _MAP:
+                return [await engine.func(*(c if type(c) is tuple else (c,))) for c in args[0]]
+            return await engine.func(*args, **kwargs)
         steps = protocol(engine, args, kwargs)
         result: Any = None
         error: BaseException | None = None

@@ -21,7 +21,9 @@ import warnings
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from persistmemo import _usage
 from persistmemo._lease import FOLLOWER, LEADER, Flight, renewer
+from persistmemo._observe import Observer
 from persistmemo._stats import CacheInfo, Stats
 from persistmemo.backends.base import MISSING, Lock
 from persistmemo.errors import BackendError, DecodeError, KeyEncodingError, SerializationError
@@ -29,6 +31,7 @@ from persistmemo.errors import BackendError, DecodeError, KeyEncodingError, Seri
 if TYPE_CHECKING:
     from persistmemo._breaker import Breaker
     from persistmemo._options import Options
+    from persistmemo._usage import Recorder
     from persistmemo.backends.base import BaseBackend
     from persistmemo.codec import Codec
     from persistmemo.keys import KeyBuilder
@@ -70,11 +73,12 @@ class UncacheableResultWarning(UserWarning):
     """A result could not be encoded, so it was returned but not stored."""
 
 
-class Engine:
+class Engine(Observer):
     """Get-or-compute for one function: its key builder, options, codec, store and counters."""
 
     def __init__(self, *, keys: KeyBuilder, func: Callable[..., Any], options: Options,
-                 codec: Codec, backend: BaseBackend, breaker: Breaker, stats: Stats) -> None:
+                 codec: Codec, backend: BaseBackend, breaker: Breaker, stats: Stats,
+                 usage: Recorder | None = None) -> None:
         from persistmemo._lease import Flights
 
         self.keys, self.func, self.options, self.codec = keys, func, options, codec
@@ -82,8 +86,14 @@ class Engine:
         self.stats = Stats(parent=stats)
         self.flights = Flights()
         self._warned: set[str] = set()
-        self._seen: dict[str, tuple[bytes, Any]] = {}
+        self._seen: dict[str, tuple[bytes, Any, float, bytes]] = {}
         self._stable = bool(getattr(backend, "stable_reads", False))
+        # Persisted, cross-worker statistics (batched by the recorder; see _usage).
+        self.usage = usage
+        self.urow = usage.row((keys.namespace, keys.identity)) if usage else [0, 0, 0.0, 0.0]
+        self.generation = 0  # of the default cache this engine was built for
+        self.disabled = False  # PERSISTMEMO_DISABLE, read when the engine is built
+        self._logger = _log()
 
     # -- pure helpers ----------------------------------------------------------------------
     def _warn_once(self, tag: str, message: str, *args: Any) -> bool:
@@ -99,10 +109,15 @@ class Engine:
 
     def decode(self, raw: Any, key: str, *, recheck: bool = False) -> Any:
         """Decode stored bytes; a failure is a miss (counted unless ``recheck``), MISSING."""
+        entry = self.decode_entry(raw, key, recheck=recheck)
+        return MISSING if entry is MISSING else entry[0]
+
+    def decode_entry(self, raw: Any, key: str, *, recheck: bool = False) -> Any:
+        """Like :meth:`decode`, returning the whole :class:`~persistmemo.codec.Entry`."""
         if raw is MISSING:
             return MISSING
         try:
-            return self.codec.decode(raw, key=key).value
+            return self.codec.decode(raw, key=key)
         except DecodeError as exc:
             if not recheck:
                 self.stats.count("decode_failures")
@@ -111,10 +126,11 @@ class Engine:
                                 self.keys.identity, exc)
             return MISSING
 
-    def encode(self, value: Any, key: str, duration: float) -> bytes | None:
+    def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
         try:
-            return self.codec.encode(value, key=key, created=time.time(), duration=duration)
+            return self.codec.encode(value, key=key, created=time.time(), duration=duration,
+                                     meta=meta)
         except SerializationError as exc:
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             msg = f"persistmemo: result of {self.keys.identity}() not cached: {exc}"
@@ -146,14 +162,18 @@ class Engine:
         seen = self._seen.get(key)
         if seen is not None and seen[0] is raw:
             self.stats.hit()
+            self.used(key, seen[2], meta=seen[3])
             return seen[1]
-        value = self.decode(raw, key)
-        if value is not MISSING:
-            self.stats.hit()
-            if self._stable and frozen(value):
-                if len(self._seen) >= _SEEN_MAX:
-                    self._seen.clear()
-                self._seen[key] = (raw, value)
+        entry = self.decode_entry(raw, key)
+        if entry is MISSING:
+            return MISSING
+        value = entry[0]
+        self.stats.hit()
+        self.used(key, entry[2], meta=entry[3])  # what this hit saved (see used())
+        if self._stable and frozen(value):
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            self._seen[key] = (raw, value, entry[2], entry[3])
         return value
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -164,7 +184,16 @@ class Engine:
         value = yield from self._lookup(key)
         if value is not MISSING:
             return value
-        return (yield from self._miss(key, args, kwargs))
+        return (yield from self._timed_miss(key, args, kwargs))
+
+    def _timed_miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
+        """:meth:`_miss`, its whole time (lease, run, store) charged to a calling
+        computation, so the caller's self time is its own work only."""
+        start = time.perf_counter()
+        try:
+            return (yield from self._miss(key, args, kwargs))
+        finally:
+            _usage.charge(time.perf_counter() - start)
 
     def miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any],
              error: BackendError | None) -> Steps:
@@ -173,7 +202,7 @@ class Engine:
             self._failed(error)
         elif self.breaker.down_until:
             self.breaker.ok()
-        return (yield from self._miss(key, args, kwargs))
+        return (yield from self._timed_miss(key, args, kwargs))
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
         """Recompute ``func(*args, **kwargs)`` and store it, replacing any entry."""
@@ -181,10 +210,19 @@ class Engine:
         return (yield from self._run(key, args, kwargs, None, None))
 
     def map(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
-        """``[func(*c) for c in calls]`` with one batched lookup (``args == (calls,)``)."""
+        """``[func(*c) for c in calls]`` with one batched lookup (``args == (calls,)``);
+        ``progress=True`` shows a bar with the computed and reused counts."""
+        from persistmemo._progress import Progress
+
         (calls,) = args
         arglists = [c if type(c) is tuple else (c,) for c in calls]
         keys = [self.keys(a, {}) for a in arglists]
+        with Progress(len(keys), self.keys.identity, enabled=bool(kwargs.get("progress"))
+                      ) as bar:
+            return (yield from self._map(arglists, keys, bar))
+
+    def _map(self, arglists: list[tuple[Any, ...]], keys: list[str], bar: Any) -> Steps:
+        raws: list[Any] = [MISSING] * len(keys)
         found: list[Any] = [MISSING] * len(keys)
         if keys and self.breaker.available():
             try:
@@ -193,16 +231,22 @@ class Engine:
                 self._failed(exc)
             else:
                 self.breaker.ok()
-                found = [self.decode(r, k) for r, k in zip(raws, keys)]
+                found = [self.decode_entry(r, k) for r, k in zip(raws, keys)]
         results: list[Any] = []
         done: dict[str, Any] = {}
-        for a, k, v in zip(arglists, keys, found):
-            if v is MISSING and k in done:
-                v = done[k]  # the same call twice in one batch: served by the first
-            if v is not MISSING:
+        for a, k, e in zip(arglists, keys, found):
+            if e is not MISSING:
+                v = e[0]
                 self.stats.hit()
+                self.used(k, e[2], meta=e[3])
+                bar.reused()
+            elif k in done:
+                v = done[k]  # the same call twice in one batch: served by the first
+                self.stats.hit()
+                bar.reused()
             else:  # each miss runs the whole protocol: single-flight, counters, store
-                v = done[k] = yield from self._miss(k, a, {})
+                v = done[k] = yield from self._timed_miss(k, a, {})
+                bar.computed()
             results.append(v)
         return results
 
@@ -237,6 +281,7 @@ class Engine:
                 value = self._from_flight(flight, key)
                 if value is not MISSING:
                     self.stats.hit()
+                    self.used(key, None, flight.raw)
                     return value
                 return (yield from self._miss(key, args, kwargs))  # leader raised: re-elect
             self.stats.count("lock_timeouts")  # waited long enough: compute ourselves
@@ -264,6 +309,7 @@ class Engine:
             yield from self._release(lock)
         flight.raw = raw
         self.stats.hit()
+        self.used(key, None, raw)
         return value
 
     def _lease(self, key: str, lock: Lock) -> Steps:
@@ -300,31 +346,39 @@ class Engine:
              flight: Flight | None) -> Steps:
         """Compute (under ``lock`` if held), hand the result to ``flight``, store it."""
         self.stats.count("misses")
+        digests = self.digests(args, kwargs)  # before the call: the function may mutate them
         if lock is not None:
             renewer.add(lock)
         start = time.perf_counter()
+        frame = _usage.enter()  # nested memoized computations charge their time to it
         try:
             value = yield (COMPUTE, None, args, kwargs)
         except BaseException:
+            self._computed(frame, start, key)
             if lock is not None:
                 renewer.discard(lock)
                 yield from self._release(lock)  # waiters take over at once, not after the lease
             raise
+        duration = time.perf_counter() - start
+        meta = self.meta(digests, self._computed(frame, start, key))
         if lock is not None:
             renewer.discard(lock)
-        raw = self.encode(value, key, time.perf_counter() - start)
+        raw = self.encode(value, key, duration, meta)
         if flight is not None:
             flight.raw, flight.value, flight.has_value = raw, value, True
         if raw is None or (lock is None and not self.breaker.available()):
             if lock is not None:
                 yield from self._release(lock)
             return value  # unencodable, or the store is in its back-off window
+        stored = time.perf_counter()
         try:
             yield (IO, "set_and_release", (key, raw), {"ttl": self.options.ttl, "lock": lock})
         except BackendError as exc:
             self._failed(exc)
         else:
             self.stats.count("stores")
+            if self._logger.isEnabledFor(10):
+                self._debug("store", key, time.perf_counter() - stored, len(raw))
         return value
 
     def _store_manifest(self) -> Steps:

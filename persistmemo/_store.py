@@ -20,6 +20,7 @@ from persistmemo.config import resolve_backend, seconds
 from persistmemo.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from persistmemo._usage import Recorder
     from persistmemo.codec import Codec, Serializer
 
 __all__ = ["Store", "check_namespace", "default_cache", "make_codec", "set_default_cache"]
@@ -91,6 +92,7 @@ class Store:
         self._local = _check_local(local, local_max_bytes, local_ttl)
         self._backend: BaseBackend | None = None
         self._open_lock = threading.Lock()
+        self._usage: Recorder | None = None
         if location is not None:  # validate eagerly: a bad URL fails here, not on first call
             self._backend = self._resolve()
 
@@ -121,6 +123,19 @@ class Store:
         from persistmemo._pickling import rebuild_cache
 
         return rebuild_cache, (type(self), self._location, tuple(sorted(self._init_kwargs.items())))
+
+    @property
+    def usage(self) -> Recorder:
+        """The batched recorder of this cache's usage statistics (persisted in the store)."""
+        u = self._usage
+        if u is None:
+            from persistmemo._usage import Recorder
+
+            with self._open_lock:
+                if self._usage is None:
+                    self._usage = Recorder(self)
+                u = self._usage
+        return u
 
     def available(self) -> bool:
         """Whether calls should use the store now (False during the breaker's back-off)."""
@@ -153,7 +168,9 @@ class Store:
         return self.stats.snapshot()
 
     def close(self) -> None:
-        """Close the store's connections and files."""
+        """Flush the usage statistics, then close the store's connections and files."""
+        if self._usage is not None:
+            self._usage.flush()
         if self._backend is not None:
             self._backend.close()
 
@@ -181,40 +198,56 @@ def _check_local(local: Any, max_bytes: Any, ttl: Any) -> tuple[Any, int, float]
 # -- the process-wide default cache ------------------------------------------------------------
 factory: Any = Store  # persistmemo._cache sets this to Cache (the class with .memoize)
 _default: Any = None
-_default_env: tuple[str | None, ...] = ()
+_default_env: tuple[Any, ...] = ()
 _default_explicit = False
 _default_lock = threading.Lock()
+#: Bumped whenever the default cache is replaced: functions that use the default cache notice
+#: it at their next call and move to the new one (the pytest fixture relies on this).
+generation = 0
 
 
-def _env_signature() -> tuple[str | None, ...]:
-    env = os.environ
-    return (env.get("PERSISTMEMO_URL"), env.get("XDG_CACHE_HOME"), env.get("HOME"))
+def _env_signature() -> tuple[Any, ...]:
+    from persistmemo._project import signature
+
+    return signature()
 
 
 def default_cache() -> Any:
     """The process-wide cache used by :func:`persistmemo.memoize`.
 
-    Created on first use from ``PERSISTMEMO_URL`` / the user cache directory; created anew if
-    those variables changed since (unless :func:`set_default_cache` chose one explicitly).
+    Created on first use from the project configuration: ``PERSISTMEMO_*`` variables, else
+    ``[tool.persistmemo]`` in the nearest ``pyproject.toml`` (or a ``persistmemo.toml``), else
+    the user cache directory; created anew if those changed since (unless
+    :func:`set_default_cache` chose one explicitly).
     """
-    global _default, _default_env
+    global _default, _default_env, generation
     with _default_lock:
         if _default_explicit and _default is not None:
             return _default
         sig = _env_signature()
         if _default is None or sig != _default_env:
-            _default, _default_env = factory(), sig
+            import inspect
+
+            from persistmemo._project import cache_arguments, load_settings
+
+            params = inspect.signature(factory).parameters.values()
+            accepted = {p.name for p in params}
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                accepted.add("*")  # takes store options by keyword
+            _default, _default_env = factory(**cache_arguments(load_settings(), accepted)), sig
+            generation += 1
         return _default
 
 
 def set_default_cache(cache: Any) -> Any:
     """Choose the cache used by :func:`persistmemo.memoize` (a Cache or a location).
 
-    Functions already called keep the cache they started with. ``None`` returns to the
-    environment-driven default. Returns the new default cache (or None).
+    Functions that use the default cache move to the new one at their next call. ``None``
+    returns to the configuration-driven default. Returns the new default cache (or None).
     """
-    global _default, _default_explicit, _default_env
+    global _default, _default_explicit, _default_env, generation
     new = cache if isinstance(cache, Store) or cache is None else factory(cache)
     with _default_lock:
         _default, _default_explicit, _default_env = new, new is not None, _env_signature()
+        generation += 1
     return new

@@ -1,7 +1,9 @@
 """Where the cache lives: a backend object, a path, or a URL; else the environment, read lazily.
 
 Precedence: an explicit backend/client > a location string or path > ``PERSISTMEMO_URL`` > the
-user cache directory (``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``).
+project file (``[tool.persistmemo] url`` in the nearest ``pyproject.toml``, or
+``persistmemo.toml``; see :mod:`persistmemo._project`) > the user cache directory
+(``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``).
 
 Recognised locations: a directory path (``str``/``Path``), ``file:///path``, ``memory://``,
 ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``rediss+cluster://``.
@@ -11,17 +13,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from persistmemo._project import default_directory
 from persistmemo.backends.base import Backend
 from persistmemo.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["default_directory", "register_scheme", "resolve_backend", "seconds"]
+__all__ = ["default_directory", "default_location", "register_scheme", "resolve_backend",
+           "seconds"]
 
 # URL scheme -> factory(url, **options) -> backend. A new backend is one module plus one
 # register_scheme() call; the factories import their drivers lazily.
@@ -51,10 +54,15 @@ def seconds(value: float | int | _dt.timedelta | None, name: str) -> float | Non
     return float(value)
 
 
-def default_directory() -> Path:
-    """Return ``$XDG_CACHE_HOME/persistmemo`` or ``~/.cache/persistmemo``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "persistmemo"
+def default_location() -> str:
+    """Return where the default cache lives: ``PERSISTMEMO_URL`` > project file > user dir.
+
+    The CLI and the library's default cache both resolve the location here, so
+    ``persistmemo stats`` run inside a project shows that project's cache.
+    """
+    from persistmemo._project import load_settings
+
+    return str(load_settings().values["url"])
 
 
 def _disk(path: str | os.PathLike[str], params: dict[str, Any]) -> Backend:
@@ -78,8 +86,7 @@ def resolve_backend(location: Any = None, **options: Any) -> Backend:
     ``options`` are backend-specific (``size_limit`` for disk; timeouts for Redis).
     """
     if location is None:
-        env = os.environ.get("PERSISTMEMO_URL", "").strip()
-        location = env or default_directory()
+        location = default_location()
     if isinstance(location, Backend):
         if options:
             raise ConfigurationError(

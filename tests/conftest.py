@@ -27,6 +27,10 @@ def _isolated_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """Keep every test away from the user's real cache directory."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("PERSISTMEMO_URL", raising=False)
+    # The repository's own [tool.persistmemo] (for the examples) must not reach the tests.
+    monkeypatch.setenv("PERSISTMEMO_CONFIG", "none")
+    for var in ("NAMESPACE", "TTL", "DISABLE", "LOCAL"):
+        monkeypatch.delenv("PERSISTMEMO_" + var, raising=False)
     yield
     from persistmemo._cache import set_default_cache
 

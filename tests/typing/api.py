@@ -51,6 +51,18 @@ def uses() -> None:
     add("no")  # type: ignore[arg-type]
     upper(1)  # type: ignore[arg-type]
     persistmemo.set_default_cache(cache)
+    why: persistmemo.Explanation = add.explain(1, b=2)
+    stored: bool = why.hit
+    kinds: list[str] = [r.kind for r in why.reasons]
+    shown: list[int] = add.map([1, 2], progress=True)
+    with persistmemo.disabled():
+        add(1)
+    del why, stored, kinds, shown
+
+
+@persistmemo.disabled()
+def without_cache() -> int:
+    return add(1)
 
 
 tiered = Cache("memory://", local="memory", local_max_bytes=1 << 20, local_ttl=30)
