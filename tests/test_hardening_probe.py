@@ -156,3 +156,29 @@ def test_forged_fraction_with_a_non_positive_denominator_is_a_miss() -> None:
     for bad in (b"\x05\x00", b"\x05\xff"):  # positive fixints: 0 and -1
         with pytest.raises(DecodeError, match="Fraction"):
             codec.decode(_forge_unsigned(payload[:-2] + bad), key="k")
+
+
+def test_sqlite_files_are_owner_only_under_a_permissive_umask(tmp_path: Path) -> None:
+    """cache.db and its WAL/SHM (small values live inline there) are 0600, like value files,
+    even in a directory the user made 0755 and under umask 022 (SQLite's default is 0644)."""
+    import os
+    import stat
+
+    from persistmemo.backends.disk import DiskBackend
+
+    d = tmp_path / "c"
+    d.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        b = DiskBackend(d)
+        b.set("k", b"small inline value")
+        assert b.get("k") == b"small inline value"
+        b.close()
+        b2 = DiskBackend(d)  # a reopen keeps them private too
+        assert b2.get("k") == b"small inline value"
+    finally:
+        os.umask(old)
+    files = [d / n for n in ("cache.db", "cache.db-wal", "cache.db-shm") if (d / n).exists()]
+    assert d / "cache.db" in files
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {"0o600"}, modes

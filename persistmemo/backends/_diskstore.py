@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def corrupt(exc: BaseException) -> bool:
 
 def new_cache(directory: Path, busy_timeout: float, size_limit: int) -> diskcache.Cache:
     """Open (or create) the diskcache store: bytes only, mmap off, hits never write."""
-    return _SafeCache(
+    cache = _SafeCache(
         str(directory),
         timeout=busy_timeout,
         disk=_BytesOnlyDisk,
@@ -121,6 +122,33 @@ def new_cache(directory: Path, busy_timeout: float, size_limit: int) -> diskcach
         statistics=False,
         sqlite_mmap_size=0,
     )
+    owner_only(directory)
+    return cache
+
+
+_OWNER_ONLY_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
+
+
+def owner_only(directory: Path) -> None:
+    """Make the SQLite files (which hold small values inline) 0600, like the value files.
+
+    SQLite creates them 0644 under the usual umask, and its WAL and shared-memory files copy the
+    database's mode: in a directory that is not 0700 every local user could read every result.
+    """
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        try:
+            fd = os.open(directory / name, _OWNER_ONLY_FLAGS)
+        except OSError:
+            continue  # absent (no WAL yet), a symlink (refused), ...
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def open_read_only(directory: Path, busy_timeout: float, reason: str) -> sqlite3.Connection:
