@@ -182,3 +182,34 @@ def test_sqlite_files_are_owner_only_under_a_permissive_umask(tmp_path: Path) ->
     assert d / "cache.db" in files
     modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {"0o600"}, modes
+
+
+def test_planted_giant_inline_row_is_refused_without_loading_it(tmp_path: Path) -> None:
+    """An inline (SQLite) value over max_value_size is refused from its length: never loaded."""
+    import sqlite3
+    import tracemalloc
+
+    d = tmp_path / "c"
+    cache = Cache(d, max_value_size=64 * 1024)
+    calls: list[int] = []
+
+    @cache.memoize
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 7
+
+    assert f(3) == 21
+    key = f.cache_key(3)
+    with sqlite3.connect(d / "cache.db") as con:
+        n = con.execute("UPDATE Cache SET mode = 1, filename = NULL, value = zeroblob(?), "
+                        "size = 0 WHERE key = ?", (40 << 20, key)).rowcount
+    assert n == 1
+    tracemalloc.start()
+    try:
+        assert f(3) == 21  # refused: a miss, recomputed
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert calls == [3, 3] and f.cache_info().decode_failures == 1
+    assert f(3) == 21 and calls == [3, 3]  # the recomputed result was stored over it
