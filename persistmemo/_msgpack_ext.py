@@ -475,6 +475,8 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     if pos + 1 + 8 * (ndim + 1) != len(data):
         raise ValueError("malformed ndarray header")
     shape, offset = shape_offset[:-1], shape_offset[-1]
+    if dtype.itemsize == 0:  # "S0"/"U0": numpy makes them S1/U1, so nothing would back them
+        raise ValueError(f"refusing zero-size numpy dtype {dtype.str!r} (forged)")
     count = 1
     for dim in shape:
         count *= dim

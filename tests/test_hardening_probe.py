@@ -213,3 +213,15 @@ def test_planted_giant_inline_row_is_refused_without_loading_it(tmp_path: Path) 
     assert peak < 8 << 20, peak
     assert calls == [3, 3] and f.cache_info().decode_failures == 1
     assert f(3) == 21 and calls == [3, 3]  # the recomputed result was stored over it
+
+
+@pytest.mark.parametrize("spec", [b"|S0", b"<U0"])
+def test_forged_zero_itemsize_array_does_not_allocate(spec: bytes) -> None:
+    """An array header with dtype S0/U0 and 2**33 items is refused: numpy would allocate it as
+    S1/U1 (8-32 GiB) although no byte of the entry backs it."""
+    codec = Codec()
+    payload = bytes(codec.encode(np.zeros(3, dtype="S2"), key="k", created=0, duration=0)[48:])
+    forged = payload.replace(b"|S2", spec).replace(struct.pack(">Q", 3), struct.pack(">Q", 2**33))
+    assert forged != payload
+    with pytest.raises(DecodeError, match="zero-size"):
+        codec.decode(_forge_unsigned(forged), key="k")
