@@ -225,3 +225,44 @@ def test_forged_zero_itemsize_array_does_not_allocate(spec: bytes) -> None:
     assert forged != payload
     with pytest.raises(DecodeError, match="zero-size"):
         codec.decode(_forge_unsigned(forged), key="k")
+
+
+def test_reply_of_the_wrong_shape_never_reaches_the_caller() -> None:
+    """A non-Redis server whose reply parses as RESP of the wrong type (redis-py then raised
+    AttributeError into the call) is a counted fault that trips the back-off."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+    accepted = [0]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            accepted[0] += 1
+            try:
+                conn.recv(4096)
+                conn.sendall(b"$5\r\nhello\r\n" * 4)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        cache = Cache(f"redis://127.0.0.1:{srv.getsockname()[1]}/0", backoff=30)
+        calls: list[int] = []
+
+        @cache.memoize
+        def f(x: int) -> int:
+            calls.append(x)
+            return -x
+
+        assert [f(i) for i in range(10)] == [-i for i in range(10)]
+        assert calls == list(range(10)) and f.cache_info().errors >= 1
+        assert accepted[0] <= 2, accepted[0]
+    finally:
+        srv.close()

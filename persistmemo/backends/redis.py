@@ -42,7 +42,12 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Lock, Missing
-from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
+from persistmemo.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    PersistmemoError,
+)
 
 __all__ = ["LOCK_SUFFIX", "RedisBackend", "RedisLock"]
 
@@ -266,11 +271,19 @@ class _Guard:
     def __exit__(
         self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        if not isinstance(exc, _MAPPED):
-            return False
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, PersistmemoError):
+            return False  # cancellation, KeyboardInterrupt, our own errors: as they are
+        garbage = not isinstance(exc, _MAPPED)
         message = f"{self.label}: {type(exc).__name__}: {exc}"
+        if garbage:
+            # redis-py itself failed (AttributeError, TypeError, ...): a non-Redis server's
+            # reply parsed as RESP of the wrong shape. Every call would fail alike: trip the
+            # back-off, never let it reach the caller.
+            message = f"{self.label}: not a Redis reply ({type(exc).__name__}: {exc})"[:500]
         for secret in self.secrets:
             message = message.replace(secret, "***")
+        if garbage:
+            raise BackendUnavailable(message) from exc
         if isinstance(exc, AuthenticationError):  # the server closed the connection after it
             message += " (check the user name and password)"
         down, cause = False, exc  # type: bool, BaseException | None
