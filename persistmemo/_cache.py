@@ -53,6 +53,11 @@ class Cache(Store):
         local_max_bytes: size bound of the ``"memory"`` tier (default 64 MiB).
         local_ttl: seconds a local entry is trusted (default 60; never beyond the entry's own
             TTL): the bound on staleness after another worker invalidates an entry.
+        compress: ``"zstd"`` or ``"zstd:<level>"`` (default level 3): store msgpack payloads of
+            at least ``compress_threshold`` bytes (default 64 KiB) zstd-compressed when that
+            saves space. Needs ``zstandard`` (``persistmemo[zstd]``); any reader decodes them.
+        mmap: directory stores: numpy arrays (and tensors) in results of 32 KiB or more are
+            returned as memory-mapped views of the stored file, integrity still checked.
         **backend_options: store options, e.g. ``size_limit`` (disk), ``socket_timeout`` (Redis).
 
     Options given to :meth:`memoize` override the cache's, which override the defaults.
@@ -84,14 +89,17 @@ class Cache(Store):
         local: str | os.PathLike[str] | None = None,
         local_max_bytes: int = 64 << 20,
         local_ttl: float | _dt.timedelta = 60.0,
+        compress: str | bool | None = None,
+        compress_threshold: int | None = None,
+        mmap: bool = False,
         **backend_options: Any,
     ) -> None:
         super().__init__(location, namespace=namespace, secret=secret, verify_keys=verify_keys,
                          fail_open=fail_open, backoff=backoff, local=local,
                          local_max_bytes=local_max_bytes, local_ttl=local_ttl, ttl=ttl,
                          serializer=serializer, lock=lock, lock_ttl=lock_ttl,
-                         lock_wait=lock_wait, max_value_size=max_value_size,
-                         **backend_options)
+                         lock_wait=lock_wait, max_value_size=max_value_size, compress=compress,
+                         compress_threshold=compress_threshold, mmap=mmap, **backend_options)
 
     @overload
     def memoize(self, func: Callable[P, Awaitable[R]], /) -> AsyncMemoized[P, R]: ...  # type: ignore[overload-overlap]
@@ -115,6 +123,9 @@ class Cache(Store):
         lock_ttl: float | _dt.timedelta | None = ...,
         lock_wait: float | _dt.timedelta | None = ...,
         max_value_size: int | None = ...,
+        compress: str | bool | None = ...,
+        compress_threshold: int | None = ...,
+        mmap: bool | None = ...,
         ignore_deps: Iterable[str] = ...,
         depends_on: Iterable[Any] = ...,
     ) -> _Decorator: ...

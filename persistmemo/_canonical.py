@@ -356,7 +356,15 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
 
         enc_numpy(v, out, depth)
         return
-    # (third-party key encoders, looked up lazily by the type's module, plug in here)
+    from persistmemo import _types  # third-party types (torch, pandas, ...): lazy registry
+
+    third = _types.key_encoder(cls)
+    if third is not None:
+        try:
+            out += b"L" + third(v)
+        except _types.Unsupported as e:
+            raise _Unencodable(v, str(e)) from None
+        return
     enum = sys.modules.get("enum")
     if enum is not None and isinstance(v, enum.Enum):
         _enc_tagged(b"E", cls, v, lambda: v.value, out, depth)

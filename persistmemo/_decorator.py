@@ -70,12 +70,17 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         if self._cache is None and "namespace" not in self._given:
             self._adopt_namespace(cache.namespace)
         options = cache.options.merged(self._options)
-        codec = cache.codec
-        if "serializer" in self._options or "max_value_size" in self._options:
+        codec, backend = cache.codec, cache.backend
+        if {"serializer", "max_value_size", "compress", "compress_threshold"} & set(self._options):
             codec = make_codec(options.serializer, cache._secret, cache._verify_keys,
-                               options.max_value_size)
+                               options.max_value_size, options.compress,
+                               options.compress_threshold)
+        if options.mmap:
+            from persistmemo._mmap import mapped
+
+            backend, codec = mapped(backend, codec, self.keys.identity)
         engine = Engine(keys=self.keys, func=self.__wrapped__, options=options, codec=codec,
-                        backend=cache.backend, breaker=cache.breaker, stats=cache.stats,
+                        backend=backend, breaker=cache.breaker, stats=cache.stats,
                         usage=cache.usage)
         engine.generation = generation
         engine.disabled = _switch.env_disabled()
@@ -304,6 +309,9 @@ def memoize(
     lock_ttl: float | _dt.timedelta | None = ...,
     lock_wait: float | _dt.timedelta | None = ...,
     max_value_size: int | None = ...,
+    compress: str | bool | None = ...,
+    compress_threshold: int | None = ...,
+    mmap: bool | None = ...,
     ignore_deps: Iterable[str] = ...,
     depends_on: Iterable[Any] = ...,
     cache: Store | None = ...,
@@ -329,6 +337,10 @@ def memoize(func: Any = None, /, *, cache: Store | None = None, **options: Any) 
         lock: one computation per key across threads, processes and machines (default on).
         lock_ttl, lock_wait: lease length and how long a waiter waits for another worker.
         max_value_size: the largest stored entry in bytes (default: the cache's, 1 GiB).
+        compress, compress_threshold: ``"zstd"``/``"zstd:<level>"`` compression of results of
+            at least that many bytes (default 64 KiB); ``False`` turns the cache's off.
+        mmap: directory stores: return numpy arrays (and tensors) of stored results of 32 KiB
+            and more as memory-mapped views of the stored file; integrity is still checked.
         ignore_deps: global or closure variable names left out of the code fingerprint (a
             counter, ``t0 = time.time()``, a run id).
         depends_on: extra objects whose identity joins the fingerprint: values, functions,

@@ -94,6 +94,9 @@ class Engine(Observer):
         self.generation = 0  # of the default cache this engine was built for
         self.disabled = False  # PERSISTMEMO_DISABLE, read when the engine is built
         self._logger = _log()
+        # The biggest entry the store accepts (Redis: 512 MB), also behind a local tier.
+        self._max_value: int | None = getattr(backend, "max_value_size", None) or getattr(
+            getattr(backend, "shared", None), "max_value_size", None)
 
     # -- pure helpers ----------------------------------------------------------------------
     def _warn_once(self, tag: str, message: str, *args: Any) -> bool:
@@ -129,8 +132,14 @@ class Engine(Observer):
     def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
         try:
-            return self.codec.encode(value, key=key, created=time.time(), duration=duration,
+            blob = self.codec.encode(value, key=key, created=time.time(), duration=duration,
                                      meta=meta)
+            limit = self._max_value
+            if limit is not None and len(blob) > limit:  # e.g. Redis's 512 MB bulk limit
+                raise SerializationError(
+                    f"the stored entry would be {len(blob):,} bytes, more than this store "
+                    f"accepts ({limit:,}); use a directory store for values this big")
+            return blob
         except SerializationError as exc:
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             msg = f"persistmemo: result of {self.keys.identity}() not cached: {exc}"

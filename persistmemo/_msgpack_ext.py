@@ -50,6 +50,11 @@ EXT_UUID = 24
 EXT_PATH = 25
 EXT_NDARRAY = 32
 EXT_NPSCALAR = 33
+# 48: a third-party value (torch, pandas, Arrow, polars, scipy.sparse, structured numpy), framed
+# by persistmemo._types (kind + buffer table + plain meta), its buffers out of band.
+EXT_TYPED = 48
+# 49: a whole payload compressed with zstd (persistmemo._compress); decoded by every reader.
+EXT_ZSTD = 49
 
 # A payload that starts with 0xC1 (the one byte msgpack never emits) carries out-of-band buffers:
 # 0xC1, u64 body length, msgpack body, then the raw array buffers back to back.
@@ -259,15 +264,38 @@ class _Packing:
             return encoder(value)
         if type(value).__module__ == "numpy":
             return self._numpy(value)
-        raise _unsupported(value)
+        return self._typed(value)
+
+    def _typed(self, value: Any) -> Any:
+        from . import _types  # lazy registry: imports a library's module only for its values
+
+        try:
+            data = _types.encode_value(value, self._add_buffer)
+        except SerializationError as exc:  # same wording as every unsupported value
+            raise _unsupported(value, str(exc)) from exc
+        if data is None:
+            raise _unsupported(value)
+        return _ext(EXT_TYPED, data)
+
+    def _add_buffer(self, view: memoryview) -> int:
+        offset = _align(self.size)  # every buffer starts 16-aligned in the region
+        if offset > self.size:
+            self.buffers.append(memoryview(bytes(offset - self.size)))
+            self.size = offset
+        if view.nbytes:
+            self.buffers.append(view)
+            self.size += view.nbytes
+        return offset
 
     def _numpy(self, value: Any) -> Any:
         np = sys.modules["numpy"]
         is_array = type(value) is np.ndarray  # subclasses (np.matrix, ...) are refused
         if not is_array and not isinstance(value, np.generic):
-            raise _unsupported(value)
+            return self._typed(value)  # np.memmap, np.recarray, ...
         dtype = value.dtype
         if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None:
+            if is_array:
+                return self._typed(value)  # structured dtypes
             raise _unsupported(value, f"numpy dtype {dtype}")
         spec = dtype.str.encode("ascii")
         if not is_array:  # a numpy scalar: np.float32, np.bool_, np.str_, np.datetime64, ...
@@ -492,6 +520,10 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
     if dtype.kind == "U":
         _check_code_points(np, flat)
+    if len(state) > 2 and not state[2]:  # mmap=True: a read-only view of the mapped file
+        view = flat.reshape(shape)
+        view.flags.writeable = False
+        return view
     if region.readonly:  # bytes: copy once, so the result is writable
         return flat.reshape(shape).copy()
     # A private bytearray (the disk store reads values into one): the array keeps it alive and
@@ -506,12 +538,34 @@ def _check_code_points(np: Any, flat: Any) -> None:
         raise ValueError("numpy str array holds code points above U+10FFFF (forged)")
 
 
+def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
+    from . import _types
+
+    def take(offset: int, size: int) -> memoryview:
+        # Buffers are 16-aligned and in the order the values occur: no byte is used twice.
+        if offset != _align(state[1]) or offset + size > (0 if region is None else len(region)):
+            raise ValueError("buffer out of place")
+        state[1] = offset + size
+        return memoryview(b"") if region is None else region[offset : offset + size]
+
+    return _types.decode_value(data, take)
+
+
+def _d_zstd(data: bytes, copy: bool) -> Any:
+    from ._compress import decompress
+
+    return _unpack(decompress(data), copy)
+
+
 def _no_ext_plain(code: int, ext: bytes) -> Any:
     raise ValueError(f"ext code {code} in an untagged payload (forged)")
 
 
-def _unpack(data: bytes | memoryview) -> Any:
-    """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time."""
+def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
+    """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time.
+
+    ``copy=False`` (``mmap=True`` loads): numpy arrays are read-only views of ``data``.
+    """
     if data[:1] != b"\xc1":  # untagged: plain msgpack without any ext
         if type(data) is not bytes:
             data = bytes(data)  # a copy, but msgpack parsing costs far more per byte
@@ -535,16 +589,16 @@ def _unpack(data: bytes | memoryview) -> Any:
     start = _align(body_end) if len(view) > body_end else body_end
     if start > len(view):
         raise ValueError("out-of-band region is truncated")
-    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data))
+    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy)
 
 
 def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
-             plain: bool = False) -> Any:
+             plain: bool = False, copy: bool = True) -> Any:
     """Decode with per-call hooks: markers, arrays, a memory budget and hash-flood checks."""
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
     # in between.
-    state = [0, 0]
+    state = [0, 0, int(copy)]  # state[2]: copy arrays (0: views, for mmap=True)
     budget = Budget(size)
 
     def ext_hook(code: int, ext: bytes) -> Any:
@@ -558,6 +612,10 @@ def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
                 return marker
         if code == EXT_NDARRAY:
             return _d_ndarray(ext, region, state)
+        if code == EXT_TYPED:
+            return _d_typed(ext, region, state)
+        if code == EXT_ZSTD:
+            return _d_zstd(ext, copy)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:

@@ -43,6 +43,19 @@ def _any(value: Any, name: str) -> Any:
     return value
 
 
+def _compress(value: Any, name: str) -> Any:
+    from persistmemo._compress import parse_compress
+
+    parse_compress(value)  # raises ConfigurationError naming compress
+    return value
+
+
+def _threshold(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{name} must be a number of bytes >= 0, got {value!r}")
+    return value
+
+
 def _size(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 64:
         raise ConfigurationError(f"{name} must be a number of bytes >= 64, got {value!r}")
@@ -58,6 +71,9 @@ SPECS: dict[str, tuple[Callable[[Any, str], Any], bool, Any]] = {
     "lock_wait": (_duration, False, 300.0),
     "serializer": (_any, True, None),  # None: the cache's codec
     "max_value_size": (_size, True, 1 << 30),  # larger results are not stored, entries missed
+    "compress": (_compress, True, None),  # "zstd" / "zstd:<level>"; False: none
+    "compress_threshold": (_threshold, True, None),  # None: persistmemo._compress's default
+    "mmap": (_flag, True, False),  # directory stores: map big hits (persistmemo._mmap)
 }
 KEY_OPTIONS = frozenset({"version", "ignore", "namespace", "key", "ignore_deps", "depends_on"})
 
@@ -68,12 +84,16 @@ class Options:
     A plain class, not a dataclass: ``dataclasses`` imports ``inspect`` (~10 ms of a cold start).
     """
 
-    __slots__ = ("lock", "lock_ttl", "lock_wait", "max_value_size", "serializer", "ttl")
+    __slots__ = ("compress", "compress_threshold", "lock", "lock_ttl", "lock_wait",
+                 "max_value_size", "mmap", "serializer", "ttl")
     ttl: float | None
     lock: bool
     lock_ttl: float
     lock_wait: float | None
     serializer: Any
+    compress: Any
+    compress_threshold: int | None
+    mmap: bool
     max_value_size: int
 
     def __init__(self, **given: Any) -> None:

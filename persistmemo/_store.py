@@ -39,8 +39,8 @@ def check_namespace(namespace: str) -> str:
 
 
 def make_codec(serializer: str | Serializer | None, secret: bytes | str | None,
-               verify_keys: Iterable[bytes | str] = (), max_value_size: int | None = None
-               ) -> Codec:
+               verify_keys: Iterable[bytes | str] = (), max_value_size: int | None = None,
+               compress: Any = None, compress_threshold: int | None = None) -> Codec:
     """Build the codec for a serializer spec (``PERSISTMEMO_SECRET`` is the default secret).
 
     With a secret every entry is signed, whatever the serializer, and unsigned or badly signed
@@ -54,9 +54,14 @@ def make_codec(serializer: str | Serializer | None, secret: bytes | str | None,
     if keys and secret is None:
         raise ConfigurationError("verify_keys needs a secret (pass secret=... or set "
                                  "PERSISTMEMO_SECRET): they are older secrets for reading")
+    compression = None
+    if compress is not None and compress is not False:
+        from persistmemo._compress import parse_compress
+
+        compression = parse_compress(compress, compress_threshold)
     return Codec(get_serializer(serializer, secret=secret, verify_keys=keys),
                  secret=secret, verify_keys=keys,
-                 max_value_size=max_value_size or DEFAULT_MAX_VALUE_SIZE)
+                 max_value_size=max_value_size or DEFAULT_MAX_VALUE_SIZE, compress=compression)
 
 
 class Store:
@@ -82,8 +87,9 @@ class Store:
         self.options = Options().merged(check_options(engine_opts, where="Cache"))
         self._secret = secret
         self._verify_keys = tuple(verify_keys)
-        self.codec = make_codec(self.options.serializer, secret, self._verify_keys,
-                                self.options.max_value_size)
+        o = self.options
+        self.codec = make_codec(o.serializer, secret, self._verify_keys, o.max_value_size,
+                                o.compress, o.compress_threshold)
         self.stats = Stats()
         self.breaker = Breaker(backoff=seconds(backoff, "backoff") or 0.0,
                                fail_open=bool(fail_open))

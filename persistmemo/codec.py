@@ -49,6 +49,7 @@ from ._msgpack_ext import EXT_TIME as EXT_TIME
 from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
+from ._msgpack_ext import EXT_ZSTD as _EXT_ZSTD
 from ._signing import (
     CHECKSUM_SIZE,
     MAC_SIZE,
@@ -273,6 +274,8 @@ class Codec:
         verify_keys: older secrets still accepted when reading (key rotation).
         max_value_size: the largest entry in bytes: bigger results are not stored
             (:class:`SerializationError`), bigger stored entries are misses.
+        compress: a ``persistmemo._compress.Compression`` (``compress="zstd"``): msgpack
+            payloads above its threshold are stored zstd-compressed (every reader decodes them).
 
     Raises:
         ConfigurationError: a serializer whose ``codec_id`` is not in 1-255, a custom
@@ -289,6 +292,7 @@ class Codec:
         secret: bytes | str | None = None,
         verify_keys: Sequence[bytes | str] = (),
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        compress: Any = None,
     ) -> None:
         s: Serializer = MsgpackSerializer() if serializer is None else serializer
         cid = getattr(s, "codec_id", None)
@@ -319,6 +323,9 @@ class Codec:
         if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
             self._loads = _unpack  # one Python call less on the hit path
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
+            if compress is not None:  # a persistmemo._compress.Compression: big payloads
+                parts = s.dumps_parts
+                self._parts = lambda value: compress.apply(parts(value), _EXT_ZSTD)
         else:
             dumps = s.dumps
             self._parts = lambda value: (dumps(value),)

@@ -492,7 +492,6 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "memoryview_dict_key": ({memoryview(b"ab"): 1}, "memoryview"),
     "msgpack_exttype": (msgpack.ExtType(1, b""), "ExtType"),
     "object_array": (np.array([1, "a"], dtype=object), "numpy.ndarray"),
-    "structured_array": (np.zeros(2, dtype=[("a", "i4")]), "numpy.ndarray"),
     "np_matrix": (np.asarray([[1]]).view(np.matrix), "numpy.matrix"),
     "masked_array": (np.ma.masked_array([1, 2]), "MaskedArray"),
     "custom_tzinfo": (dt.datetime(2020, 1, 1, tzinfo=MyTz()), "MyTz"),

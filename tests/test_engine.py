@@ -259,10 +259,10 @@ def test_url_scheme_registry() -> None:
 
 
 # keys, codec, backends, engine, decorator, CLI, with their helpers, lowest first.
-_LAYERS = ["errors", "_stats", "_breaker", "_canonical", "keys", "_msgpack_ext", "_signing",
-           "codec", "backends", "_project", "config", "_inspect", "_options", "_pickling",
-           "_switch", "_progress", "_usage", "_store", "_lease", "_observe", "_engine", "_drivers",
-           "_explain", "_decorator", "_cache", "pytest_plugin", "cli"]
+_LAYERS = ["errors", "_stats", "_breaker", "_canonical", "keys", "_compress", "_msgpack_ext",
+           "_signing", "codec", "_mmap", "backends", "_project", "config", "_inspect", "_options",
+           "_pickling", "_switch", "_progress", "_usage", "_store", "_lease", "_observe",
+           "_engine", "_drivers", "_explain", "_decorator", "_cache", "pytest_plugin", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

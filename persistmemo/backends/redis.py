@@ -351,6 +351,10 @@ class RedisBackend(BaseBackend):
     settings. Whether errors fail open is the engine's decision (``Cache(fail_open=...)``).
     """
 
+    # Redis refuses bulk strings above proto-max-bulk-len (512 MB by default): the engine does
+    # not store bigger entries (one warning, the result is returned, the store stays in use).
+    max_value_size: int | None = 512 * 1024 * 1024
+
     def __init__(
         self,
         target: str | redis.Redis | RedisCluster,

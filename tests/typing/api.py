@@ -74,3 +74,16 @@ async def uses_async() -> None:
     again: bytes = await fetch.refresh("u")
     ok: bool = isinstance(fetch, persistmemo.AsyncMemoized)
     del body, bodies, again, ok
+
+
+big = Cache("memory://", compress="zstd:9", compress_threshold=1 << 20, mmap=True)
+
+
+@persistmemo.memoize(cache=big, mmap=False, compress=False)
+def arrays(n: int) -> list[float]:
+    return [0.0] * n
+
+
+def uses_big() -> None:
+    values: list[float] = arrays(3)
+    del values

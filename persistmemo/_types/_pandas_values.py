@@ -1,0 +1,135 @@
+"""pandas results: DataFrame, Series and Index through Arrow IPC, exactly or not at all.
+
+Columns Arrow carries exactly go through ``pa.Table.from_pandas`` / ``to_pandas`` (pandas' own
+metadata restores dtypes: nullable, categorical, tz, string, period, interval). Columns it does
+not (object columns of Python values, complex, float16) travel beside it as persistmemo msgpack
+payloads. Index and column-label names and a datetime index's ``freq`` travel in the metadata.
+Before storing, the dtypes an empty slice comes back with are compared with the original's:
+a frame that would not come back identical is refused (not stored) with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from persistmemo._types import Carrier
+from persistmemo.errors import SerializationError
+
+
+def _levels(idx: pd.Index) -> list[Any]:
+    return [lv.dtype for lv in idx.levels] if isinstance(idx, pd.MultiIndex) else [idx.dtype]
+
+
+def _to_arrow(df: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    from persistmemo._types.arrow import ipc_bytes
+
+    if not df.columns.is_unique:
+        raise SerializationError("cannot store a DataFrame with duplicate column names")
+    # Label names travel in the metadata, exactly (Arrow would turn non-str names into str).
+    df = df.rename_axis(index=[None] * df.index.nlevels, columns=[None] * df.columns.nlevels)
+    table = pa.Table.from_pandas(df)
+    back = table.slice(0, 0).to_pandas()  # rebuilding no rows shows the dtypes we would return
+    if not (back.dtypes.equals(df.dtypes) and back.columns.equals(df.columns)
+            and type(back.index) is type(df.index) and _levels(back.index) == _levels(df.index)
+            and _levels(back.columns) == _levels(df.columns)):
+        raise SerializationError(
+            "this DataFrame's dtypes do not survive Arrow exactly; convert the columns to "
+            "explicit dtypes or use serializer='pickle' with a secret")
+    return ipc_bytes(table)
+
+
+def _packed(value: Any) -> bytes:
+    """``value`` with persistmemo's own msgpack codec (exact Python and numpy types)."""
+    from persistmemo._msgpack_ext import _pack
+
+    return b"".join(_pack(value, "surrogatepass"))
+
+
+def _beside(dtype: Any) -> bool:
+    """Whether a column travels beside the Arrow stream (Arrow would not keep it exactly)."""
+    return isinstance(dtype, np.dtype) and (dtype.hasobject or dtype.kind == "c"
+                                            or dtype == np.float16)
+
+
+def _freq(idx: pd.Index) -> str | None:
+    freq = getattr(idx, "freqstr", None)
+    return freq if isinstance(idx, (pd.DatetimeIndex, pd.TimedeltaIndex)) else None
+
+
+def _encode_frame(df: pd.DataFrame) -> Carrier:
+    side = [i for i, dt in enumerate(df.dtypes) if _beside(dt)]
+    meta = {"side": side, "freq": _freq(df.index),
+            "names": _packed([list(df.index.names), list(df.columns.names)])}
+    if not side:
+        return Carrier("pandas:frame", meta, [_to_arrow(df)])
+    typed = df.iloc[:, [i for i in range(df.shape[1]) if i not in set(side)]]
+    columns = _to_arrow(pd.DataFrame(index=df.columns))
+    payloads = [_packed(_column_values(df.iloc[:, i])) for i in side]
+    return Carrier("pandas:frame", meta, [_to_arrow(typed), columns, *payloads])
+
+
+def _column_values(s: pd.Series) -> Any:
+    values = s.to_numpy()
+    return values.tolist() if values.dtype.hasobject else values  # objects one by one
+
+
+def _decode_frame(meta: Any, buffers: list[memoryview]) -> pd.DataFrame:
+    from persistmemo._msgpack_ext import _unpack
+    from persistmemo._types.arrow import read_ipc
+
+    df = read_ipc(buffers[0]).to_pandas()
+    if meta["side"]:
+        columns = read_ipc(buffers[1]).to_pandas().index
+        for n, (pos, raw) in enumerate(zip(meta["side"], buffers[2:], strict=True)):
+            values = _unpack(raw)
+            column = pd.Series(values, index=df.index,
+                               dtype=object if isinstance(values, list) else None)
+            df.insert(int(pos), f"__persistmemo_{n}", column)
+        df.columns = columns
+    index_names, column_names = _unpack(meta["names"])
+    df.index.names = index_names
+    df.columns.names = column_names
+    if meta["freq"]:
+        df.index = type(df.index)(df.index, freq=meta["freq"])
+    return df
+
+
+def _encode_series(s: pd.Series) -> Carrier:
+    unnamed = s.name is None
+    carrier = _encode_frame(s.to_frame(name="__series__" if unnamed else s.name))
+    return Carrier("pandas:series", {"unnamed": unnamed, "frame": carrier.meta},
+                   carrier.buffers)
+
+
+def _encode_index(idx: pd.Index) -> Carrier:
+    carrier = _encode_frame(pd.DataFrame(index=idx))
+    return Carrier("pandas:index", {"frame": carrier.meta}, carrier.buffers)
+
+
+def value_encoder(cls: type) -> Callable[[Any], Carrier] | None:
+    """Return the result encoder of a pandas class, or None."""
+    if issubclass(cls, pd.DataFrame):
+        return _encode_frame
+    if issubclass(cls, pd.Series):
+        return _encode_series
+    if issubclass(cls, pd.Index):
+        return _encode_index
+    return None
+
+
+def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
+    """Rebuild a stored pandas value."""
+    if name == "frame":
+        return _decode_frame(meta, buffers)
+    if name == "series":
+        s = _decode_frame(meta["frame"], buffers).iloc[:, 0]
+        return s.rename(None) if meta["unnamed"] else s
+    if name == "index":
+        return _decode_frame(meta["frame"], buffers).index
+    raise ValueError(f"unknown pandas carrier {name!r}")
