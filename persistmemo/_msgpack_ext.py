@@ -71,6 +71,7 @@ _TIMEDELTA = struct.Struct(">iii")  # days, seconds, microseconds
 _TZ_FIXED, _TZ_NAMED, _TZ_ZONEINFO = 1, 2, 3
 _ONE_US = _dt.timedelta(microseconds=1)
 _PATH_TYPES: tuple[type[PurePath], ...] = (PurePosixPath, PureWindowsPath, PosixPath, WindowsPath)
+UNPACKED_LIMIT = 1 << 30  # decompressed payload bytes: the codec passes its max_value_size
 _NUMPY_KINDS = frozenset("biufcmMSU")  # bool, ints, floats, complex, timedelta/datetime64, S, U
 
 
@@ -551,17 +552,19 @@ def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     return _types.decode_value(data, take)
 
 
-def _d_zstd(data: bytes, copy: bool) -> Any:
+def _d_zstd(data: bytes, copy: bool, limit: int) -> Any:
     from ._compress import decompress
 
-    return _unpack(decompress(data), copy)
+    # The frame's declared size must fit max_value_size: a forged 131 KB frame of zeros would
+    # otherwise allocate 4 GiB per hit (zstd reaches ~32,000x).
+    return _unpack(decompress(data, limit), copy, limit)
 
 
 def _no_ext_plain(code: int, ext: bytes) -> Any:
     raise ValueError(f"ext code {code} in an untagged payload (forged)")
 
 
-def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
+def _unpack(data: bytes | memoryview, copy: bool = True, limit: int = UNPACKED_LIMIT) -> Any:
     """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time.
 
     ``copy=False`` (``mmap=True`` loads): numpy arrays are read-only views of ``data``.
@@ -589,11 +592,12 @@ def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
     start = _align(body_end) if len(view) > body_end else body_end
     if start > len(view):
         raise ValueError("out-of-band region is truncated")
-    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy)
+    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy,
+                    limit=limit)
 
 
 def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
-             plain: bool = False, copy: bool = True) -> Any:
+             plain: bool = False, copy: bool = True, limit: int = UNPACKED_LIMIT) -> Any:
     """Decode with per-call hooks: markers, arrays, a memory budget and hash-flood checks."""
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
@@ -615,7 +619,7 @@ def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
         if code == EXT_TYPED:
             return _d_typed(ext, region, state)
         if code == EXT_ZSTD:
-            return _d_zstd(ext, copy)
+            return _d_zstd(ext, copy, limit)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -50,6 +51,7 @@ from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
 from ._msgpack_ext import EXT_ZSTD as _EXT_ZSTD
+from ._msgpack_ext import UNPACKED_LIMIT as _UNPACKED_LIMIT
 from ._signing import (
     CHECKSUM_SIZE,
     MAC_SIZE,
@@ -322,6 +324,8 @@ class Codec:
         self._loads: Callable[[bytes | memoryview], Any] = s.loads
         if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
             self._loads = _unpack  # one Python call less on the hit path
+            if max_value_size != _UNPACKED_LIMIT:  # compressed payloads expand at most to it
+                self._loads = functools.partial(_unpack, limit=max_value_size)
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
             if compress is not None:  # a persistmemo._compress.Compression: big payloads
                 parts = s.dumps_parts

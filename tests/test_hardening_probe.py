@@ -266,3 +266,45 @@ def test_reply_of_the_wrong_shape_never_reaches_the_caller() -> None:
         assert accepted[0] <= 2, accepted[0]
     finally:
         srv.close()
+
+
+def _zstd_bomb(content: int) -> bytes:
+    """A tagged payload holding one zstd frame of ``content`` zero bytes (a few KB)."""
+    zstandard = pytest.importorskip("zstandard")
+    from persistmemo._msgpack_ext import EXT_ZSTD
+
+    obj = zstandard.ZstdCompressor(level=3, write_content_size=True).compressobj(size=content)
+    zeros = b"\0" * (1 << 20)
+    frame = b"".join([*(obj.compress(zeros) for _ in range(content >> 20)), obj.flush()])
+    ext_head = b"\xc9" + struct.pack(">Ib", len(frame), EXT_ZSTD)
+    return struct.pack(">BQ", 0xC1, len(ext_head) + len(frame)) + ext_head + frame
+
+
+def test_zstd_bomb_is_refused_before_it_expands() -> None:
+    """A 4 KB forged frame declaring 128 MiB is refused by a reader whose max_value_size is
+    1 MiB, before any allocation (zstd expands zeros ~32,000x)."""
+    import tracemalloc
+
+    payload = _zstd_bomb(128 << 20)
+    assert len(payload) < 16 << 10
+    codec = Codec(max_value_size=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match="max_value_size"):
+            codec.decode(_forge_unsigned(payload), key="k")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_compressed_values_within_the_limit_still_decode() -> None:
+    """The limit applies to the expanded size: compressed entries under it decode as before."""
+    pytest.importorskip("zstandard")
+    from persistmemo._compress import parse_compress
+
+    codec = Codec(max_value_size=4 << 20, compress=parse_compress("zstd"))
+    value = np.zeros(300_000, dtype=np.int64)  # 2.4 MB, compresses to a few KB
+    blob = codec.encode(value, key="k", created=0, duration=0)
+    assert len(blob) < 100_000
+    assert np.array_equal(codec.decode(blob, key="k").value, value)
