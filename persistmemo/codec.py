@@ -329,10 +329,21 @@ class Codec:
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
             if compress is not None:  # a persistmemo._compress.Compression: big payloads
                 parts = s.dumps_parts
-                self._parts = lambda value: compress.apply(parts(value), _EXT_ZSTD)
+                self._parts = lambda value: compress.apply(
+                    self._within_limit(parts(value)), _EXT_ZSTD)
         else:
             dumps = s.dumps
             self._parts = lambda value: (dumps(value),)
+
+    def _within_limit(self, parts: Sequence[bytes | memoryview]) -> Sequence[bytes | memoryview]:
+        """Refuse a payload whose uncompressed size is over max_value_size: readers refuse to
+        expand a frame beyond it, so the stored entry would never be a hit."""
+        size = sum(map(len, parts))
+        if self._start + size > self._max:
+            raise SerializationError(
+                f"the result is {self._start + size} bytes uncompressed, over max_value_size="
+                f"{self._max}: it is returned but not cached (raise max_value_size to store it)")
+        return parts
 
     @property
     def serializer_name(self) -> str:

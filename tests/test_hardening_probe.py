@@ -308,3 +308,15 @@ def test_compressed_values_within_the_limit_still_decode() -> None:
     blob = codec.encode(value, key="k", created=0, duration=0)
     assert len(blob) < 100_000
     assert np.array_equal(codec.decode(blob, key="k").value, value)
+
+
+def test_writer_refuses_what_readers_would_not_expand() -> None:
+    """A result over max_value_size uncompressed is not stored even if it compresses well
+    (readers refuse to expand it: it would be a miss forever)."""
+    pytest.importorskip("zstandard")
+    from persistmemo._compress import parse_compress
+    from persistmemo.errors import SerializationError
+
+    codec = Codec(max_value_size=1 << 20, compress=parse_compress("zstd"))
+    with pytest.raises(SerializationError, match="uncompressed, over max_value_size"):
+        codec.encode(np.zeros(300_000), key="k", created=0, duration=0)
