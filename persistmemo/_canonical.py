@@ -123,6 +123,7 @@ class _State(threading.local):
 
     memo: dict[int, tuple[Any, bytes]] | None = None
     fallback: Callable[[Any, bytearray], bool] | None = None
+    types: set[type] | None = None  # the fingerprint collects the classes of tagged values
 
 
 _state = _State()
@@ -156,7 +157,8 @@ def _as_root(fn: _Encoder, v: Any, out: bytearray, depth: int) -> None:
         _state.memo = None
 
 
-def _seal(v: Any, out: bytearray, start: int, memo: dict[int, tuple[Any, bytes]]) -> None:
+def _seal(v: Any, out: bytearray, start: int, memo: dict[int, tuple[Any, bytes]],
+          always: bool = False) -> None:
     # An encoding longer than _INLINE_MAX is replaced by b"H" + its digest, and memoised by
     # the object's id for the rest of this top-level encoding (the memo keeps the object alive,
     # so ids stay unique): `[x, x]` nested n deep costs O(n), not O(2**n). The H rule depends
@@ -167,6 +169,8 @@ def _seal(v: Any, out: bytearray, start: int, memo: dict[int, tuple[Any, bytes]]
         del out[start:]
         out += enc
         memo[id(v)] = (v, enc)
+    elif always:  # a tagged object's body is built afresh (fields(), a hook): memo it anyway
+        memo[id(v)] = (v, bytes(out[start:]))
 
 
 _CONTAINER_TAGS: dict[type, bytes] = {tuple: b"(", list: b"[", dict: b"{", set: b"S",
@@ -326,8 +330,11 @@ def _enc_tagged(tag: bytes, cls: type, v: Any, value: Callable[[], Any], out: by
         return
     start = len(out)
     out += tag + _text(_qualname(cls))
+    types = _state.types
+    if types is not None:
+        types.add(cls)
     _enc(value(), out, depth)
-    _seal(v, out, start, memo)
+    _seal(v, out, start, memo, always=True)
 
 
 def _enc_other(v: Any, out: bytearray, depth: int) -> None:
@@ -350,8 +357,10 @@ def _enc_other(v: Any, out: bytearray, depth: int) -> None:
         return
     mod = cls.__module__
     numpy = sys.modules.get("numpy")
-    if mod == "numpy" or mod.startswith("numpy.") or (
-            numpy is not None and isinstance(v, numpy.ndarray)):
+    if numpy is not None and (mod == "numpy" or mod.startswith("numpy.") or isinstance(
+            v, numpy.ndarray)) and (
+            _state.fallback is None or isinstance(v, (numpy.ndarray, numpy.generic))):
+        # (other numpy objects in a global's value, a Generator or a poly1d: the fallback)
         from persistmemo._npkeys import enc_numpy
 
         enc_numpy(v, out, depth)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from persistmemo._canonical import _enc, _qualname, _state, _text, _Unencodable
@@ -26,8 +27,11 @@ from persistmemo._identity import function_identity, is_persistmemo, is_user_mod
 from persistmemo._refs import (
     _file_digest,
     _functions_of,
+    _is_sink,
     _library_name,
     _module_version,
+    _owner_class,
+    _plain_attribute,
     _short,
     as_data,
     global_chains,
@@ -45,13 +49,14 @@ class Resolver:
     """One walk over a function's dependencies (see the module docstring)."""
 
     def __init__(self, func: Any, ignore: frozenset[str],
-                 memo: dict[int, tuple[Any, Dependency, bool]]) -> None:
+                 memo: dict[int, tuple[Any, Dependency, Any]]) -> None:
         self.func = func
         self.ignore = ignore
         self.memo = memo  # id -> (obj, leaf, from source): shared by the walks of one function
         self.manifest: dict[str, Dependency] = {}
-        self.dict_checks: list[tuple[dict[str, Any], str, Any]] = []
+        self.dict_checks: list[tuple[Mapping[str, Any], str, Any]] = []
         self.cell_checks: list[tuple[Any, Any]] = []
+        self.code_checks: list[tuple[Any, Any]] = []  # (function, its __code__): autoreload
         self._bindings: set[tuple[int, str]] = set()
         self._seen: dict[int, Dependency] = {}
         self._keep: list[Any] = []
@@ -66,7 +71,13 @@ class Resolver:
     def resolve(self, depends_on: tuple[Any, ...]) -> None:
         """Walk from the function, then add ``depends_on`` objects."""
         top = self._unwrap_memoized(self.func)
-        self._visit_function(top, getattr(top, "__qualname__", "<function>"), top=True)
+        if isinstance(top, type):  # a class passed as an argument (see _callargs)
+            self._visit(top, top.__qualname__)
+        else:
+            self._visit_function(top, getattr(top, "__qualname__", "<function>"), top=True)
+            owner = _owner_class(top)
+            if owner is not None:  # a memoized method: self.helper() is its class's code
+                self._visit(owner, owner.__qualname__)
         for i, obj in enumerate(depends_on):
             self._depends_on(i, obj)
         unknown = self.ignore - self._ignored_hits
@@ -144,6 +155,9 @@ class Resolver:
         if isinstance(obj, types.MethodType):
             self._visit(obj.__self__, f"{name}.__self__")
             obj = obj.__func__
+        elif isinstance(obj, types.BuiltinMethodType) and not isinstance(
+                obj.__self__, (types.ModuleType, type(None), type)):
+            self._visit(obj.__self__, f"{name}.__self__")  # RATES.get, rng.normal: the owner
         if isinstance(obj, types.FunctionType):
             if is_user_module(obj.__module__) or obj.__module__ is None:
                 return self._visit_function(obj, name)
@@ -162,9 +176,11 @@ class Resolver:
         cached = self.memo.get(id(obj))
         if cached is not None and cached[0] is obj:
             dep: Dependency = cached[1]
+            self._value_classes(cached[2])
             return dep
+        found: set[type] = set()
         try:
-            dep = Dependency("value", _short(self._encode(obj, name)))
+            dep = Dependency("value", _short(self._encode(obj, name, found)))
         except _Unencodable as e:
             # A library object with no encoding at all (a logger, a client, a session) is
             # keyed by its type's name; a user-class instance, or a value refused for a reason
@@ -173,20 +189,30 @@ class Resolver:
                     e.type_name != _qualname(type(obj)):
                 raise self._error(name, e) from None
             dep = Dependency("library", _short(_library_name(obj)))
-        self.memo[id(obj)] = (obj, dep, False)
+        classes = tuple(sorted((c for c in found if is_user_module(c.__module__)),
+                               key=lambda c: (c.__module__, c.__qualname__)))
+        self.memo[id(obj)] = (obj, dep, classes)
+        self._value_classes(classes)
         return dep
 
-    def _encode(self, obj: Any, name: str) -> bytes:
+    def _value_classes(self, classes: tuple[type, ...]) -> None:
+        """The user classes of dataclass/enum/hooked values in a global: their code counts
+        (an edited method of a global `SCORER = Scorer(2)` must change the key)."""
+        for cls in classes:
+            self._visit(cls, f"{module_name(cls.__module__)}.{cls.__qualname__}")
+
+    def _encode(self, obj: Any, name: str, found: set[type]) -> bytes:
         out = bytearray()
-        saved = _state.fallback
+        saved, saved_types = _state.fallback, _state.types
         _state.fallback = lambda v, o: self._fallback(v, o, name)
+        _state.types = found
         try:
             _enc(obj, out, 0)
         except RecursionError:
             raise KeyEncodingError(f"cannot fingerprint {self._where}(): {name!r} is nested too "
                                    f"deeply; leave it out with ignore_deps=") from None
         finally:
-            _state.fallback = saved
+            _state.fallback, _state.types = saved, saved_types
         return bytes(out)
 
     def _fallback(self, v: Any, out: bytearray, name: str) -> bool:
@@ -237,6 +263,7 @@ class Resolver:
         return dep, text.startswith(("ast:", "lambda:"))
 
     def _visit_function(self, fn: Any, name: str, top: bool = False) -> Dependency:
+        self.code_checks.append((fn, fn.__code__))
         dep = self._code_dep(fn)[0]
         self._seen[id(fn)] = dep  # before descending: recursion reaches it again
         if top:
@@ -304,6 +331,11 @@ class Resolver:
             dep = None
         finally:
             self._active.discard(id(obj))
+        if dep is not None and dep.kind == "value" and not _is_sink(obj):
+            # a dataclass, a random generator, an array...: a method call on it can shape the
+            # result (`SCALER.apply_inplace(data)`, `rng.shuffle(idx)`): its contents count
+            self._record(name, dep)
+            return
         if dep is None or dep.kind != "library":  # (a logger stays a library object)
             cls = type(obj)
             dep = Dependency("effect", _short(f"effect:{cls.__module__}.{cls.__qualname__}"))
@@ -335,11 +367,24 @@ class Resolver:
         else:
             self._visit(obj, name)
 
-    def _bind(self, d: dict[str, Any], name: str, obj: Any) -> None:
+    def _bind(self, d: Mapping[str, Any], name: str, obj: Any) -> None:
         key = (id(d), name)
         if key not in self._bindings:
             self._bindings.add(key)
             self.dict_checks.append((d, name, obj))
+
+    def _class_value(self, cls: type, attr: str, value: Any, name: str) -> None:
+        """A class attribute's value (``Model.factor = 7`` in a notebook is noticed); one with
+        no encoding is recorded by its type, as before (the class source covers its code)."""
+        if self._skip(attr, name):
+            return
+        self._bind(cls.__dict__, attr, value)
+        try:
+            self._visit(value, name)
+        except KeyEncodingError:
+            t = type(value)
+            self._record(name, Dependency("effect",
+                                          _short(f"effect:{t.__module__}.{t.__qualname__}")))
 
     def _visit_class(self, cls: type, name: str) -> Dependency:
         dep, has_source = self._code_dep(cls)
@@ -352,6 +397,9 @@ class Resolver:
                 if is_user_module(base.__module__):
                     self._visit(base, f"{module_name(base.__module__)}.{base.__qualname__}")
             for attr, value in sorted(vars(cls).items()):
+                if _plain_attribute(attr, value):
+                    self._class_value(cls, attr, value, f"{name}.{attr}")
+                    continue
                 for fn in _functions_of(value):
                     if not is_user_module(fn.__module__):
                         continue  # inherited machinery (enum, dataclasses...)

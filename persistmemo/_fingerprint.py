@@ -24,7 +24,8 @@ API for the engine (all cheap after the first call)::
     fp.revalidate() # identity checks of every tracked binding; True when a rebinding changed
                     # the digest (only the rebound objects are hashed again)
 
-Rebinding a tracked global, module attribute or closure cell is noticed by ``revalidate()``;
+Rebinding a tracked global, module attribute or closure cell, or replacing a function's
+``__code__`` in place (IPython's autoreload), is noticed by ``revalidate()``;
 mutating a mutable value in place is noticed in the next process only (values are digested
 once per object identity).
 """
@@ -32,7 +33,7 @@ once per object identity).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -65,9 +66,10 @@ class Fingerprint:
         self.depends_on = tuple(depends_on)
         self._digest: str | None = None
         self.manifest: dict[str, Dependency] = {}
-        self._memo: dict[int, tuple[Any, Dependency, bool]] = {}  # id -> leaf (kept alive)
-        self._dict_checks: tuple[tuple[dict[str, Any], str, Any], ...] = ()
+        self._memo: dict[int, tuple[Any, Dependency, Any]] = {}  # id -> leaf (kept alive)
+        self._dict_checks: tuple[tuple[Mapping[str, Any], str, Any], ...] = ()
         self._cell_checks: tuple[tuple[Any, Any], ...] = ()
+        self._code_checks: tuple[tuple[Any, Any], ...] = ()
         self._lock = threading.Lock()
 
     @property
@@ -92,6 +94,7 @@ class Fingerprint:
         self.manifest = r.manifest
         self._dict_checks = tuple(r.dict_checks)
         self._cell_checks = tuple(r.cell_checks)
+        self._code_checks = tuple(r.code_checks)
         self._digest = manifest_digest(self.manifest)
 
     def revalidate(self) -> bool:
@@ -108,7 +111,13 @@ class Fingerprint:
                     if obj is not _ABSENT:
                         break
             else:
-                return False
+                for fn, code in self._code_checks:
+                    if fn.__code__ is not code:  # patched in place (IPython's autoreload)
+                        break
+                else:
+                    return False
+                with self._lock:
+                    self._memo.clear()  # code leaves are cached per object: read them again
         with self._lock:
             old = self._digest
             self._compute()

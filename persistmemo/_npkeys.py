@@ -4,9 +4,9 @@ Only the *meaningful* bytes of each element are hashed: the padding bytes of ali
 structured dtypes and of x87 ``longdouble`` (10 significant bytes stored in 12 or 16) hold
 garbage, so they are masked out, and equal arrays always share a key. ``datetime64`` and
 ``timedelta64`` are hashed as raw bytes (their unit is in the dtype). ``np.memmap`` is keyed as
-the ndarray it is; a masked array by its data and its mask (tag ``W``); ``np.matrix`` has its
-own tag (``X``). Other ndarray subclasses are refused: they may carry state (units, metadata)
-that plain array bytes do not capture.
+the ndarray it is; a masked array by its data, its mask and its fill value (tag ``W``);
+``np.matrix`` has its own tag (``X``). Other ndarray subclasses are refused: they may carry
+state (units, metadata) that plain array bytes do not capture.
 """
 
 from __future__ import annotations
@@ -51,6 +51,16 @@ def _mask(dt: Any) -> bytes:
     return b"\1" * int(dt.itemsize)
 
 
+def _descr(dt: Any) -> str:
+    """``str(dtype.descr)``; for dtypes it cannot describe (overlapping or out-of-order
+    fields) an explicit ``fields:`` text of names, offsets, sub-dtypes and the item size."""
+    try:
+        return str(dt.descr)
+    except ValueError:
+        fields = sorted((f[1], n, _descr(f[0])) for n, f in dt.fields.items())
+        return f"fields:{fields!r}:{dt.itemsize}"
+
+
 @functools.lru_cache(maxsize=256)
 def _padding_index(dt: Any) -> Any:
     """The indices of the meaningful bytes of an element, or None when there is no padding."""
@@ -77,7 +87,7 @@ def _array_body(v: Any) -> bytes:
     data = memoryview(flat)  # type: ignore[arg-type]
     threads = blake3.AUTO if len(data) >= _BIG_BUFFER else 1
     digest = blake3(data, max_threads=threads).digest()
-    out = bytearray(_text(str(v.dtype.descr)) + _u64(v.ndim))
+    out = bytearray(_text(_descr(v.dtype)) + _u64(v.ndim))
     for n in v.shape:
         out += _u64(n)
     return bytes(out + digest)
@@ -92,6 +102,7 @@ def enc_numpy(v: Any, out: bytearray, depth: int) -> None:
         out += b"A" + _array_body(np.asarray(v))
     elif isinstance(v, np.ma.MaskedArray) and cls is np.ma.MaskedArray:
         out += b"W" + _array_body(np.asarray(v.data)) + _array_body(np.ma.getmaskarray(v))
+        out += _array_body(np.array(v.fill_value, dtype=v.dtype))  # filled() depends on it
     elif cls is np.matrix:
         out += b"X" + _array_body(np.asarray(v))
     elif isinstance(v, np.generic) and not v.dtype.hasobject:
@@ -99,7 +110,7 @@ def enc_numpy(v: Any, out: bytearray, depth: int) -> None:
         index = _padding_index(v.dtype)
         if index is not None:
             raw = bytes(raw[i] for i in index.tolist())
-        out += b"g" + _text(str(v.dtype.descr)) + _u64(len(raw)) + raw
+        out += b"g" + _text(_descr(v.dtype)) + _u64(len(raw)) + raw
     elif isinstance(v, np.ndarray):
         raise _Unencodable(v, "ndarray subclasses other than memmap, masked arrays and matrix "
                               "may carry state the array bytes miss; pass np.asarray(x)")

@@ -14,6 +14,8 @@ from typing import Any
 
 from blake3 import blake3
 
+from persistmemo._identity import is_user_module
+
 __all__ = ["global_chains"]
 
 
@@ -82,6 +84,12 @@ def _library_name(obj: Any) -> str:
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
         return f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', '?')}"
     cls = type(obj)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if isinstance(name, str) and callable(obj):
+        # a library callable that is not a plain function (np.sum, a ufunc such as np.add, a
+        # Cython function): by its own qualified name, else np.sum and np.mean would agree
+        module = getattr(obj, "__module__", None)
+        return f"{module if isinstance(module, str) else cls.__module__}.{name}"
     return f"instance of {cls.__module__}.{cls.__qualname__}"
 
 
@@ -142,4 +150,59 @@ def as_data(obj: Any) -> Any:
         return (name, obj.start, obj.stop, obj.step)
     if name in ("types.SimpleNamespace", "argparse.Namespace"):
         return (name, vars(obj))
+    return _state_of(obj, name)
+
+
+def _state_of(obj: Any, name: str) -> Any:
+    """More data-holding library objects: slices, operator getters, random generators..."""
+    if isinstance(obj, slice):
+        return (name, obj.start, obj.stop, obj.step)
+    if name in ("operator.itemgetter", "operator.attrgetter", "operator.methodcaller"):
+        return (name, obj.__reduce__())  # (class or partial(class, name, **kw), args)
+    if name == "random.Random" or name == "random.SystemRandom":
+        return (name, obj.getstate()) if name == "random.Random" else (name,)
+    if name == "numpy.random._generator.Generator":
+        return (name, obj.bit_generator.state)
+    if name == "numpy.random.mtrand.RandomState":
+        return (name, obj.get_state(legacy=False))
+    if name == "numpy.poly1d":
+        return (name, obj.coeffs, obj.variable)
+    if name == "numpy.vectorize":
+        return (name, obj.pyfunc, obj.otypes, sorted(obj.excluded), obj.signature)
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and callable(obj):  # functools.lru_cache and other wrappers
+        return (name, wrapped)
     return None
+
+
+def _owner_class(fn: Any) -> type | None:
+    """The user class a method was defined in (``Model.score`` -> ``Model``), if reachable."""
+    parts = str(getattr(fn, "__qualname__", "")).split(".")
+    if len(parts) < 2 or "<locals>" in parts:
+        return None
+    obj = getattr(fn, "__globals__", {}).get(parts[0])
+    for attr in parts[1:-1]:
+        obj = getattr(obj, attr, None)
+    if isinstance(obj, type) and is_user_module(obj.__module__):
+        return obj
+    return None
+
+
+def _plain_attribute(attr: str, value: Any) -> bool:
+    """A class attribute holding data (not a dunder/sunder, method, descriptor or class)."""
+    if attr.startswith("_") and attr.endswith("_"):
+        return False  # dunder and enum's _sunder_ machinery
+    return not (isinstance(value, (types.FunctionType, staticmethod, classmethod, property, type))
+                or hasattr(type(value), "__get__"))
+
+
+_SINK_TYPES = frozenset({"builtins.int", "builtins.float", "builtins.complex", "builtins.list",
+                         "builtins.dict", "builtins.set", "builtins.bytearray",
+                         "collections.deque", "collections.Counter", "collections.defaultdict",
+                         "collections.OrderedDict"})
+
+
+def _is_sink(obj: Any) -> bool:
+    """An accumulator whose contents a method-call statement cannot feed into the result."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}" in _SINK_TYPES

@@ -1,12 +1,14 @@
 """The normalised text of one function's or class's own code (the leaf of a fingerprint).
 
-The source file (``linecache``, so notebook cells and IPython work too) is parsed once per file
-with :mod:`ast`; a function is found by its first line and name, a class by its qualified name,
-a lambda by its line and compiled code. The node is serialised by a version-tolerant walker:
-node type names and non-empty fields only, no line numbers, no comments, no docstrings, no
-decorators of the outermost definition. String literals are kept exactly as written (nothing
-is dedented). Keys must not change across Python versions, so bytecode is never hashed when
-the source is available.
+The source (``linecache``, so notebook cells and IPython work too) is parsed with :mod:`ast`:
+a function's ``def`` alone (its lines found by indentation from its first line; when that does
+not parse, e.g. a string at column 0, the whole file), else the file once per file, a function
+found by its first line and name, a class by its qualified name, a lambda by its line and
+compiled code. Either way the node, and so the text, is the same. The node is serialised by
+a version-tolerant walker: node type names and non-empty fields only, no line numbers, no
+comments, no docstrings, no decorators of the outermost definition. String literals are kept
+exactly as written (nothing is dedented). Keys must not change across Python versions, so
+bytecode is never hashed when the source is available.
 
 Only code without source (built with ``exec``) falls back to a bytecode text, marked with the
 Python version because bytecode changes between versions; its constants are encoded
@@ -93,10 +95,17 @@ def _lambdas(index: _Index, tree_lines: list[str], line: int) -> list[ast.Lambda
     return lambdas.get(line, [])
 
 
-def _index(filename: str, module_globals: Any) -> _Index | None:
+def _lines(filename: str, module_globals: Any) -> list[str]:
+    """The file's current lines: a cached copy whose file changed on disk (``importlib.reload``,
+    IPython's autoreload) is dropped first. Notebook cells have no file and stay cached."""
     import linecache
 
-    lines = linecache.getlines(filename, module_globals)
+    linecache.checkcache(filename)
+    return linecache.getlines(filename, module_globals)
+
+
+def _index(filename: str, module_globals: Any) -> _Index | None:
+    lines = _lines(filename, module_globals)
     if not lines:
         return None
     cached = _TREES.get(filename)
@@ -109,6 +118,63 @@ def _index(filename: str, module_globals: Any) -> _Index | None:
     index = _build_index(tree)
     _TREES[filename] = (lines, index)
     return index
+
+
+_BLOCKS: dict[tuple[str, int, str], tuple[list[str], ast.AST | None]] = {}
+
+
+def _block(code: Any, module_globals: Any) -> ast.AST | None:
+    """The ``def`` starting at the code's first line, parsed alone (no whole-file parse: a
+    big module costs milliseconds to parse); None when that is not clear-cut."""
+    lines = _lines(code.co_filename, module_globals)
+    first = code.co_firstlineno
+    if not lines or first < 1 or first > len(lines):
+        return None
+    key = (code.co_filename, first, code.co_name)
+    cached = _BLOCKS.get(key)
+    if cached is not None and cached[0] is lines:
+        return cached[1]
+    node: ast.AST | None = None
+    block = _lines_of_def(lines, first - 1)
+    if block:
+        text = "".join(block)
+        if block[0][:1] in (" ", "\t"):  # a nested def or a method: parse it inside an `if`
+            text = "if 1:\n" + text
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):  # cut inside a string or brackets: the whole file
+            tree = None
+        if tree is not None and len(tree.body) == 1:
+            stmt = tree.body[0]
+            if isinstance(stmt, ast.If):
+                stmt = stmt.body[0]
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    stmt.name == code.co_name:
+                node = stmt
+    if len(_BLOCKS) > 4096:
+        _BLOCKS.clear()
+    _BLOCKS[key] = (lines, node)
+    return node
+
+
+def _lines_of_def(lines: list[str], start: int) -> list[str]:
+    """The lines of the decorators and ``def`` at ``start`` by indentation, a cheap guess that
+    the caller checks by parsing it (a cut inside a string or brackets does not parse)."""
+    head = lines[start]
+    indent = len(head) - len(head.lstrip())
+    i = start
+    while i < len(lines) and not lines[i].lstrip().startswith(("def ", "async def ")):
+        i += 1  # decorator lines
+        if i - start > 50:
+            return []
+    end = i + 1
+    while end < len(lines):
+        line = lines[end]
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and len(line) - len(line.lstrip()) <= indent:
+            break
+        end += 1
+    return lines[start:end]
 
 
 def _same_lambda(lam: ast.Lambda, code: Any) -> bool:
@@ -133,6 +199,10 @@ def _plain_consts(code: Any) -> list[Any]:
 
 def _find(obj: Any) -> ast.AST | None:
     code = getattr(obj, "__code__", None)
+    if code is not None and code.co_name != "<lambda>":
+        block = _block(code, getattr(obj, "__globals__", None))
+        if block is not None:
+            return block
     if code is not None:
         index = _index(code.co_filename, getattr(obj, "__globals__", None))
         if index is None:
@@ -197,7 +267,7 @@ def code_text(obj: Any) -> str:
     return f"bytecode{version}:{getattr(obj, '__qualname__', '?')}:{_bytecode_text(code)}{doc}"
 
 
-_EFFECTS: dict[int, tuple[Any, frozenset[str]]] = {}
+_EFFECTS: dict[int, tuple[Any, frozenset[str], Any]] = {}  # id -> (func, names, its code)
 
 
 def effect_only_names(func: Any) -> frozenset[str]:
@@ -211,7 +281,7 @@ def effect_only_names(func: Any) -> frozenset[str]:
     metrics object). Without source, nothing is effect-only.
     """
     cached = _EFFECTS.get(id(func))
-    if cached is not None and cached[0] is func:
+    if cached is not None and cached[0] is func and cached[2] is getattr(func, "__code__", None):
         return cached[1]
     node = _find(func)
     names: frozenset[str] = frozenset()
@@ -232,5 +302,5 @@ def effect_only_names(func: Any) -> frozenset[str]:
         names = frozenset(touched - reads)
     if len(_EFFECTS) > 4096:
         _EFFECTS.clear()
-    _EFFECTS[id(func)] = (func, names)
+    _EFFECTS[id(func)] = (func, names, getattr(func, "__code__", None))
     return names

@@ -29,6 +29,7 @@ from persistmemo._canonical import (
     _SCALARS,
     _enc,
     _key_error,
+    _state,
     _u64,
     _Unencodable,
     canonical_bytes,
@@ -241,13 +242,18 @@ class KeyBuilder:
         out += _u64(len(values))
         for name, v in zip(names, values):
             fn = _DISPATCH.get(type(v))
+            mark = len(out)
             try:
                 if fn is not None and type(v) in _SCALARS:
                     fn(v, out, 1)
                 else:
                     _enc(v, out, 0)
-            except _Unencodable as e:
-                raise _key_error(e, name, self.identity) from None
+            except _Unencodable:
+                del out[mark:]
+                try:  # functions and classes (`fn=helper`, a classmethod's cls) by their code
+                    _encode_with_code(v, out)
+                except _Unencodable as e:
+                    raise _key_error(e, name, self.identity) from None
             except RecursionError:
                 raise KeyEncodingError(
                     f"cannot build a cache key: argument {name!r} of {self.identity}() is "
@@ -303,10 +309,22 @@ class KeyBuilder:
         values = self.bind(args, kwargs)
         result = {}
         for name, v in zip(self.names, values):
+            out = bytearray()
             try:
-                result[name] = blake3(canonical_bytes(v)).hexdigest()[:16]
-            except KeyEncodingError as e:
-                raise KeyEncodingError(
-                    str(e).replace("argument 'value'", f"argument {name!r}"),
-                    parameter=name, type_name=e.type_name) from None
+                _encode_with_code(v, out)
+            except _Unencodable as e:
+                raise _key_error(e, name, self.identity) from None
+            result[name] = blake3(bytes(out)).hexdigest()[:16]
         return result
+
+
+def _encode_with_code(v: Any, out: bytearray) -> None:
+    """Encode an argument value, functions and classes in it by their fingerprint."""
+    from persistmemo._callargs import encode_code_argument
+
+    saved = _state.fallback
+    _state.fallback = encode_code_argument
+    try:
+        _enc(v, out, 0)
+    finally:
+        _state.fallback = saved

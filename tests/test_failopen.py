@@ -3,12 +3,15 @@ result; caching resumes by itself when the store comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,17 +150,37 @@ def test_unknown_redis_url_parameter_is_configuration_error() -> None:
 
 def test_disk_readonly_directory_still_returns_results(tmp_path: Path) -> None:
     """A cache directory that becomes unwritable: writes fail, results are still returned."""
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
     d = tmp_path / "ro"
     cache = Cache(d)
     square, _ = _counted(cache)
     assert square(2) == 4
-    d.chmod(0o500)
-    try:
+    with _unwritable(d):
         assert [square(i) for i in range(5)] == [0, 1, 4, 9, 16]
+    assert cache.info().errors >= 1
+
+
+@contextlib.contextmanager
+def _unwritable(d: Path) -> Iterator[None]:
+    """Make ``d`` unwritable: chmod for a user; for root (whom permissions do not stop) a
+    read-only bind mount of the directory onto itself."""
+    if os.geteuid() != 0:
+        d.chmod(0o500)
+        try:
+            yield
+        finally:
+            d.chmod(0o700)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(d), str(d)], capture_output=True).returncode
+    if mounted != 0:
+        if os.environ.get("CI"):
+            pytest.fail("root needs permission to bind-mount a directory read-only for this test")
+        pytest.skip("root ignores directory permissions and bind mounts are not permitted")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(d)], check=True,
+                       capture_output=True)
+        yield
     finally:
-        d.chmod(0o700)
+        subprocess.run(["umount", "-l", str(d)], capture_output=True, check=False)
 
 
 def test_disk_corrupt_database_is_quarantined(tmp_path: Path,
