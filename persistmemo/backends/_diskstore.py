@@ -126,29 +126,22 @@ def new_cache(directory: Path, busy_timeout: float, size_limit: int) -> diskcach
     return cache
 
 
-_OWNER_ONLY_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
-    getattr(os, "O_CLOEXEC", 0)
-
-
 def owner_only(directory: Path) -> None:
     """Make the SQLite files (which hold small values inline) 0600, like the value files.
 
     SQLite creates them 0644 under the usual umask, and its WAL and shared-memory files copy the
     database's mode: in a directory that is not 0700 every local user could read every result.
+    By path, never by opening them: closing any descriptor of a SQLite file drops every POSIX
+    lock this process holds on it (SQLite's own included).
     """
     for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        path = directory / name
         try:
-            fd = os.open(directory / name, _OWNER_ONLY_FLAGS)
-        except OSError:
-            continue  # absent (no WAL yet), a symlink (refused), ...
-        try:
-            st = os.fstat(fd)
+            st = os.lstat(path)
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
-                os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
         except OSError:
-            pass
-        finally:
-            os.close(fd)
+            continue  # absent (no WAL yet), replaced meanwhile, ...
 
 
 def open_read_only(directory: Path, busy_timeout: float, reason: str) -> sqlite3.Connection:
