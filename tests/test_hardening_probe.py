@@ -320,3 +320,25 @@ def test_writer_refuses_what_readers_would_not_expand() -> None:
     codec = Codec(max_value_size=1 << 20, compress=parse_compress("zstd"))
     with pytest.raises(SerializationError, match="uncompressed, over max_value_size"):
         codec.encode(np.zeros(300_000), key="k", created=0, duration=0)
+
+
+def test_forged_arrow_offsets_are_refused() -> None:
+    """A pandas string column whose Arrow offsets point outside their buffer (one byte changed
+    in a real entry) is a miss; it decoded before, and reading it read out of bounds / hung."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    codec = Codec()
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    payload = bytearray(codec.encode(frame, key="k", created=0, duration=0)[48:])
+    assert codec.decode(_forge_unsigned(bytes(payload)), key="k").value.equals(frame)
+    refused = 0
+    for i in range(len(payload) - 48, len(payload)):  # the string column's offsets and data
+        forged = bytearray(payload)
+        forged[i] ^= 0xA8
+        try:
+            value = codec.decode(_forge_unsigned(bytes(forged)), key="k").value
+        except DecodeError:
+            refused += 1
+            continue
+        repr(value)  # whatever decodes is a well-formed frame: repr neither hangs nor crashes
+    assert refused >= 1
