@@ -342,3 +342,17 @@ def test_forged_arrow_offsets_are_refused() -> None:
             continue
         repr(value)  # whatever decodes is a well-formed frame: repr neither hangs nor crashes
     assert refused >= 1
+
+
+def test_forged_sparse_indices_outside_the_shape_are_refused() -> None:
+    """A CSR matrix whose stored column index exceeds its shape is a miss (toarray() would
+    write out of bounds in C++)."""
+    sparse = pytest.importorskip("scipy.sparse")
+    codec = Codec()
+    m = sparse.csr_matrix(np.eye(4, dtype=np.float64)[[3, 0, 2, 1]])
+    payload = bytes(codec.encode(m, key="k", created=0, duration=0)[48:])
+    indices = np.array([3, 0, 2, 1], dtype=m.indices.dtype).tobytes()
+    assert payload.count(indices) == 1
+    forged = payload.replace(indices, np.array([3, 0, 2, 1 << 20], m.indices.dtype).tobytes())
+    with pytest.raises(DecodeError):
+        codec.decode(_forge_unsigned(forged), key="k")
