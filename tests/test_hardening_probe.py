@@ -245,11 +245,13 @@ def test_reply_of_the_wrong_shape_never_reaches_the_caller() -> None:
             except OSError:
                 return
             accepted[0] += 1
-            try:
-                conn.recv(4096)
-                conn.sendall(b"$5\r\nhello\r\n" * 4)
-            except OSError:
-                pass
+            with conn:
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"$5\r\nhello\r\n" * 4)
+                    conn.recv(4096)  # until the client gives up and closes
+                except OSError:
+                    pass
 
     threading.Thread(target=serve, daemon=True).start()
     try:
