@@ -86,12 +86,17 @@ def parse_compress(spec: Any, threshold: Any = None) -> Compression | None:
     return Compression(name, level, limit)
 
 
-def decompress(data: bytes) -> bytes:
-    """Return the payload inside a zstd frame written by :meth:`Compression.apply`."""
+def decompress(data: bytes, limit: int = _MAX_EXT) -> bytes:
+    """Return the payload inside a zstd frame written by :meth:`Compression.apply`.
+
+    ``limit``: the largest content size accepted (the reader's ``max_value_size``).
+    """
     import zstandard
 
     size = zstandard.frame_content_size(data)
     if size < 0 or size > _MAX_EXT:  # apply() writes the size and never more than 4 GiB
         raise ValueError("zstd frame without a plausible content size")
+    if size > limit:
+        raise ValueError(f"zstd frame expands to {size} bytes, over max_value_size={limit}")
     out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
     return out

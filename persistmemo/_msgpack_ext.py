@@ -71,6 +71,7 @@ _TIMEDELTA = struct.Struct(">iii")  # days, seconds, microseconds
 _TZ_FIXED, _TZ_NAMED, _TZ_ZONEINFO = 1, 2, 3
 _ONE_US = _dt.timedelta(microseconds=1)
 _PATH_TYPES: tuple[type[PurePath], ...] = (PurePosixPath, PureWindowsPath, PosixPath, WindowsPath)
+UNPACKED_LIMIT = 1 << 30  # decompressed payload bytes: the codec passes its max_value_size
 _NUMPY_KINDS = frozenset("biufcmMSU")  # bool, ints, floats, complex, timedelta/datetime64, S, U
 
 
@@ -373,9 +374,23 @@ def _b_odict(items: list[Any]) -> Any:
 
 
 def _b_fraction(items: list[Any]) -> Any:
-    if len(items) != 3 or type(items[1]) is not int or type(items[2]) is not int:
+    if len(items) != 3 or type(items[1]) is not int or type(items[2]) is not int or \
+            items[2] <= 0:
         raise ValueError("malformed Fraction")
-    return Fraction(items[1], items[2])
+    return _coprime_fraction(items[1], items[2])
+
+
+def _coprime_fraction(numerator: int, denominator: int) -> Fraction:
+    """A Fraction from the lowest terms its writer stored, without ``Fraction()``'s gcd: that
+    costs quadratic time in the digits (a forged 400 KB entry took 5.5 s per hit)."""
+    make = getattr(Fraction, "_from_coprime_ints", None)  # Python 3.12+
+    if make is not None:
+        made: Fraction = make(numerator, denominator)
+        return made
+    made = Fraction.__new__(Fraction)  # 0/1, no gcd; then the stored terms (3.10, 3.11)
+    made._numerator = numerator  # type: ignore[attr-defined]
+    made._denominator = denominator  # type: ignore[attr-defined]
+    return made
 
 
 _MARKERS: dict[int, _Marker] = {
@@ -489,6 +504,8 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     if pos + 1 + 8 * (ndim + 1) != len(data):
         raise ValueError("malformed ndarray header")
     shape, offset = shape_offset[:-1], shape_offset[-1]
+    if dtype.itemsize == 0:  # "S0"/"U0": numpy makes them S1/U1, so nothing would back them
+        raise ValueError(f"refusing zero-size numpy dtype {dtype.str!r} (forged)")
     count = 1
     for dim in shape:
         count *= dim
@@ -502,6 +519,8 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
         return np.empty(shape, dtype=dtype)
     assert region is not None
     flat = np.frombuffer(region, dtype=dtype, count=count, offset=offset)
+    if dtype.kind == "U":
+        _check_code_points(np, flat)
     if len(state) > 2 and not state[2]:  # mmap=True: a read-only view of the mapped file
         view = flat.reshape(shape)
         view.flags.writeable = False
@@ -511,6 +530,13 @@ def _d_ndarray(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     # A private bytearray (the disk store reads values into one): the array keeps it alive and
     # uses it in place, no copy.
     return flat.reshape(shape)
+
+
+def _check_code_points(np: Any, flat: Any) -> None:
+    """Refuse a str array holding code points above U+10FFFF (forged: numpy would build
+    invalid str objects from them, which crash whoever reads the value)."""
+    if flat.size and int(flat.view(np.uint32).max()) > 0x10FFFF:
+        raise ValueError("numpy str array holds code points above U+10FFFF (forged)")
 
 
 def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
@@ -526,17 +552,19 @@ def _d_typed(data: bytes, region: memoryview | None, state: list[int]) -> Any:
     return _types.decode_value(data, take)
 
 
-def _d_zstd(data: bytes, copy: bool) -> Any:
+def _d_zstd(data: bytes, copy: bool, limit: int) -> Any:
     from ._compress import decompress
 
-    return _unpack(decompress(data), copy)
+    # The frame's declared size must fit max_value_size: a forged 131 KB frame of zeros would
+    # otherwise allocate 4 GiB per hit (zstd reaches ~32,000x).
+    return _unpack(decompress(data, limit), copy, limit)
 
 
 def _no_ext_plain(code: int, ext: bytes) -> Any:
     raise ValueError(f"ext code {code} in an untagged payload (forged)")
 
 
-def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
+def _unpack(data: bytes | memoryview, copy: bool = True, limit: int = UNPACKED_LIMIT) -> Any:
     """Decode a msgpack payload (see docs/codec.md) with exact types, in bounded memory/time.
 
     ``copy=False`` (``mmap=True`` loads): numpy arrays are read-only views of ``data``.
@@ -564,11 +592,12 @@ def _unpack(data: bytes | memoryview, copy: bool = True) -> Any:
     start = _align(body_end) if len(view) > body_end else body_end
     if start > len(view):
         raise ValueError("out-of-band region is truncated")
-    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy)
+    return _guarded(view[_OOB_HEAD.size : body_end], view[start:], len(data), copy=copy,
+                    limit=limit)
 
 
 def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
-             plain: bool = False, copy: bool = True) -> Any:
+             plain: bool = False, copy: bool = True, limit: int = UNPACKED_LIMIT) -> Any:
     """Decode with per-call hooks: markers, arrays, a memory budget and hash-flood checks."""
     # state[0]: markers produced and not yet consumed; state[1]: next out-of-band offset.
     # Per-call closures, not shared state: hooks run Python code, so another thread may decode
@@ -590,7 +619,7 @@ def _guarded(body: bytes | memoryview, region: memoryview | None, size: int,
         if code == EXT_TYPED:
             return _d_typed(ext, region, state)
         if code == EXT_ZSTD:
-            return _d_zstd(ext, copy)
+            return _d_zstd(ext, copy, limit)
         return _LEAVES[code](ext)
 
     def list_hook(items: list[Any]) -> Any:

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -50,6 +51,7 @@ from ._msgpack_ext import EXT_TIMEDELTA as EXT_TIMEDELTA
 from ._msgpack_ext import EXT_TUPLE as EXT_TUPLE
 from ._msgpack_ext import EXT_UUID as EXT_UUID
 from ._msgpack_ext import EXT_ZSTD as _EXT_ZSTD
+from ._msgpack_ext import UNPACKED_LIMIT as _UNPACKED_LIMIT
 from ._signing import (
     CHECKSUM_SIZE,
     MAC_SIZE,
@@ -322,13 +324,26 @@ class Codec:
         self._loads: Callable[[bytes | memoryview], Any] = s.loads
         if type(s) is MsgpackSerializer:  # exactly: a subclass may override dumps/loads
             self._loads = _unpack  # one Python call less on the hit path
+            if max_value_size != _UNPACKED_LIMIT:  # compressed payloads expand at most to it
+                self._loads = functools.partial(_unpack, limit=max_value_size)
             self._parts: Callable[[Any], Sequence[bytes | memoryview]] = s.dumps_parts
             if compress is not None:  # a persistmemo._compress.Compression: big payloads
                 parts = s.dumps_parts
-                self._parts = lambda value: compress.apply(parts(value), _EXT_ZSTD)
+                self._parts = lambda value: compress.apply(
+                    self._within_limit(parts(value)), _EXT_ZSTD)
         else:
             dumps = s.dumps
             self._parts = lambda value: (dumps(value),)
+
+    def _within_limit(self, parts: Sequence[bytes | memoryview]) -> Sequence[bytes | memoryview]:
+        """Refuse a payload whose uncompressed size is over max_value_size: readers refuse to
+        expand a frame beyond it, so the stored entry would never be a hit."""
+        size = sum(map(len, parts))
+        if self._start + size > self._max:
+            raise SerializationError(
+                f"the result is {self._start + size} bytes uncompressed, over max_value_size="
+                f"{self._max}: it is returned but not cached (raise max_value_size to store it)")
+        return parts
 
     @property
     def serializer_name(self) -> str:
@@ -420,7 +435,7 @@ class Codec:
         try:
             value = self._loads(payload)
         except Exception as exc:  # StackError, ExtraData, ValueError, RecursionError, ...
-            raise DecodeError(f"{self._name} payload does not decode: {exc!r}"[:500]) from exc
+            raise DecodeError(f"{self._name} payload does not decode: {_describe(exc)}") from exc
         return _new_entry(Entry, (value, created, duration, bytes(data[start:payload_start])))
 
     def peek(self, data: bytes) -> EntryInfo:
@@ -473,6 +488,15 @@ class Codec:
 
 
 _new_entry = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hit path
+
+
+def _describe(exc: BaseException) -> str:
+    """``repr(exc)`` cut to 500 characters; never raises (a forged payload may put objects
+    whose repr fails into the message)."""
+    try:
+        return repr(exc)[:500]
+    except Exception:
+        return type(exc).__name__
 
 
 def _key_bytes(key: str, error: type[Exception]) -> bytes:

@@ -163,7 +163,12 @@ def ipc_bytes(table: pa.Table | pa.RecordBatch) -> pa.Buffer:
 def read_ipc(buf: memoryview) -> pa.Table:
     """Read an IPC stream written by :func:`ipc_bytes` (zero-copy over ``buf``)."""
     with pa.ipc.open_stream(pa.py_buffer(buf)) as reader:
-        return reader.read_all()
+        table = reader.read_all()
+    # The IPC reader trusts offsets and lengths: a forged stream gave a string column with
+    # offsets far outside its buffer (reads out of bounds, a hang on repr). Full validation is
+    # linear in the data.
+    table.validate(full=True)
+    return table
 
 
 def value_encoder(cls: type) -> Callable[[Any], Carrier] | None:

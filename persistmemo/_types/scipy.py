@@ -96,4 +96,8 @@ def decode(name: str, meta: Any, buffers: list[memoryview]) -> Any:
         m = sp.bsr_array((a[0], a[1], a[2]), shape=shape, blocksize=tuple(meta["blocksize"]))
     else:
         m = getattr(sp, f"{stored}_array")((a[0], a[1], a[2]), shape=shape)
+    if stored in ("csr", "csc", "bsr"):
+        # The constructor checks only the array lengths: forged indices outside the shape
+        # would be written out of bounds by toarray() (C++). Full check: linear in nnz.
+        m.check_format(full_check=True)
     return getattr(sp, cls_name)(m.asformat(cls_name.split("_")[0]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def corrupt(exc: BaseException) -> bool:
 
 def new_cache(directory: Path, busy_timeout: float, size_limit: int) -> diskcache.Cache:
     """Open (or create) the diskcache store: bytes only, mmap off, hits never write."""
-    return _SafeCache(
+    cache = _SafeCache(
         str(directory),
         timeout=busy_timeout,
         disk=_BytesOnlyDisk,
@@ -121,6 +122,26 @@ def new_cache(directory: Path, busy_timeout: float, size_limit: int) -> diskcach
         statistics=False,
         sqlite_mmap_size=0,
     )
+    owner_only(directory)
+    return cache
+
+
+def owner_only(directory: Path) -> None:
+    """Make the SQLite files (which hold small values inline) 0600, like the value files.
+
+    SQLite creates them 0644 under the usual umask, and its WAL and shared-memory files copy the
+    database's mode: in a directory that is not 0700 every local user could read every result.
+    By path, never by opening them: closing any descriptor of a SQLite file drops every POSIX
+    lock this process holds on it (SQLite's own included).
+    """
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        path = directory / name
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            continue  # absent (no WAL yet), replaced meanwhile, ...
 
 
 def open_read_only(directory: Path, busy_timeout: float, reason: str) -> sqlite3.Connection:

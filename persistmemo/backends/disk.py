@@ -41,8 +41,12 @@ __all__ = ["DiskBackend", "DiskLock"]
 
 _LOCK_PREFIX = "lock:"
 _WHERE = " raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
-_SELECT_MANY = "SELECT key, mode, filename, value, size FROM Cache WHERE key IN ({}) AND" + _WHERE
-_SELECT = "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND" + _WHERE
+# An inline value over max_value_size is never loaded (SQLite reads a blob's length from the
+# record header): a planted giant row costs no memory; it reads as NULL and is refused.
+_VALUE = "CASE WHEN length(value) > ? THEN NULL ELSE value END"
+_SELECT_MANY = f"SELECT key, mode, filename, {_VALUE}, size FROM Cache WHERE key IN ({{}}) AND" \
+    + _WHERE
+_SELECT = f"SELECT mode, filename, {_VALUE}, size FROM Cache WHERE key = ? AND" + _WHERE
 _ORPHAN_GRACE = 0.05  # seconds: covers a writer between creating its file and locking it
 _SWEEP_BUDGET = 0.25  # seconds per automatic sweep (at open, after a failed write)
 _SWEEP_EVERY = 10.0  # seconds between sweeps after failed writes
@@ -217,7 +221,7 @@ class DiskBackend(BaseBackend):
         cache = self._cache
         try:
             con = cache._con if cache is not None else self._reader()
-            row = con.execute(_SELECT, (key, time.time())).fetchone()
+            row = con.execute(_SELECT, (self._max_read, key, time.time())).fetchone()
             if row is None:
                 return MISSING
             mode, filename, value, size = row
@@ -235,7 +239,8 @@ class DiskBackend(BaseBackend):
             for i in range(0, len(keys), 500):
                 part = list(keys[i:i + 500])
                 marks = ",".join("?" * len(part))
-                rows = con.execute(_SELECT_MANY.format(marks), (*part, now)).fetchall()
+                rows = con.execute(_SELECT_MANY.format(marks),
+                                   (self._max_read, *part, now)).fetchall()
                 for key, mode, filename, value, size in rows:
                     if mode == MODE_RAW and type(value) is bytes:
                         found[key] = value
@@ -270,6 +275,8 @@ class DiskBackend(BaseBackend):
     def _fetch(self, mode: int, filename: Any, value: Any, size: Any) -> bytes | Missing:
         if mode == MODE_RAW and isinstance(value, (bytes, memoryview)):
             return bytes(value)
+        if mode == MODE_RAW and value is None:
+            return self._refused(f"inline entry over max_value_size={self._max_read}")
         if mode != MODE_BINARY or value is not None or type(size) is not int:
             return self._refused(f"stored mode {mode}")
         if size > self._max_read:
@@ -377,7 +384,8 @@ class DiskBackend(BaseBackend):
         try:
             # Waiters call this in a polling loop: while a live lease exists, only read (no
             # write transaction per poll); otherwise take the lease and re-read atomically.
-            row = cache._con.execute(_SELECT, (lock.key, time.time())).fetchone()
+            row = cache._con.execute(_SELECT, (self._max_read, lock.key, time.time())
+                                     ).fetchone()
             if row is not None:
                 return False, self.get(key)
             with cache.transact(retry=True):

@@ -42,7 +42,12 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from persistmemo.backends.base import MISSING, BaseBackend, BaseLock, Lock, Missing
-from persistmemo.errors import BackendError, BackendUnavailable, ConfigurationError
+from persistmemo.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    PersistmemoError,
+)
 
 __all__ = ["LOCK_SUFFIX", "RedisBackend", "RedisLock"]
 
@@ -88,12 +93,52 @@ def _value(v: bytes | None) -> bytes | Missing:
     return MISSING if v is None else v
 
 
+_RESERVED = frozenset("/?#")
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """Split ``scheme://userinfo@rest`` at the LAST "@" (a raw "@", "/", "?" or "#" in a
+    password is a common mistake); userinfo is None without any "@"."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return scheme, None, rest
+    userinfo, _, tail = rest.rpartition("@")
+    return scheme, userinfo, tail
+
+
+def _garbled_userinfo(url: str) -> str | None:
+    """The raw userinfo if a raw "/", "?" or "#" in it made urlsplit end the host early (the
+    password would then be read as a path, a query or a fragment), else None."""
+    userinfo = _split_userinfo(url)[1]
+    if userinfo is None or not _RESERVED.intersection(userinfo):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return userinfo
+    if "@" in parts.path or "@" in parts.fragment:
+        return userinfo
+    if "@" not in parts.query:
+        return None  # every "@" is in the host part: urlsplit reads the password right
+    keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return None if all(k in _PARAMS for k in keys) else userinfo  # "@" in a known value: fine
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with every password form replaced by ``***``.
 
     Covers ``user:pw@``, a lone ``pw@`` (redis-py would take it as a user name, but it is often a
     password), and ``?password=`` style query parameters; the rest is kept for diagnostics.
     """
+    scheme, _, tail = _split_userinfo(url)
+    userinfo = _garbled_userinfo(url)
+    if userinfo is not None:
+        # A password with a raw "/", "?" or "#" (not percent-encoded) ends urlsplit's netloc
+        # early: mask the whole userinfo, up to the last "@", and drop what follows the host.
+        user, colon, _ = userinfo.partition(":")
+        host = re.split(r"[/?#]", tail, maxsplit=1)[0]
+        return f"{scheme}://{user}:***@{host}" if colon and not _RESERVED.intersection(user) \
+            else f"{scheme}://***@{host}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -117,6 +162,9 @@ def secret_forms(url: str) -> list[str]:
     except ValueError:
         return []
     raw = [parts.password or ""]
+    userinfo = _garbled_userinfo(url)
+    if userinfo:  # the raw spelling too, when urlsplit misreads it (a raw "/", "?", "#")
+        raw += [userinfo, userinfo.partition(":")[2]]
     if parts.username and parts.password is None:
         raw.append(parts.username)
     raw += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
@@ -150,6 +198,10 @@ def _parse_url(
         raise ConfigurationError(f"Redis URL scheme must be one of {sorted(_SCHEMES)}")
     tls, cluster = _SCHEMES[parts.scheme.lower()]
     safe = redact_url(url)
+    if _garbled_userinfo(url) is not None:
+        raise ConfigurationError(
+            f"the user name or password in Redis URL {safe} contains a raw '/', '?' or '#': "
+            "percent-encode it (urllib.parse.quote(password, safe=''))")
     opts: dict[str, Any] = {"socket_timeout": timeout, "connect_timeout": connect_timeout}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _PARAMS or (name.startswith("ssl_") and not tls):
@@ -219,14 +271,26 @@ class _Guard:
     def __exit__(
         self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        if not isinstance(exc, _MAPPED):
-            return False
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, PersistmemoError):
+            return False  # cancellation, KeyboardInterrupt, our own errors: as they are
+        garbage = not isinstance(exc, _MAPPED)
         message = f"{self.label}: {type(exc).__name__}: {exc}"
+        if garbage:
+            # redis-py itself failed (AttributeError, TypeError, ...): a non-Redis server's
+            # reply parsed as RESP of the wrong shape. Every call would fail alike: trip the
+            # back-off, never let it reach the caller.
+            message = f"{self.label}: not a Redis reply ({type(exc).__name__}: {exc})"[:500]
         for secret in self.secrets:
             message = message.replace(secret, "***")
+        if garbage:
+            raise BackendUnavailable(message) from exc
+        if isinstance(exc, AuthenticationError):  # the server closed the connection after it
+            message += " (check the user name and password)"
         down, cause = False, exc  # type: bool, BaseException | None
         while cause is not None and not down:
-            down = isinstance(cause, _DOWN) and not isinstance(cause, AuthenticationError)
+            # A wrong password fails every call the same way, each on a new connection: it
+            # trips the back-off like a refused connection (no connection storm).
+            down = isinstance(cause, _DOWN)
             cause = cause.__cause__
         raise (BackendUnavailable if down else BackendError)(message) from exc
 

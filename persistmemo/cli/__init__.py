@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from persistmemo.cli._common import EXIT_CODES, STORE_ERROR, USAGE, CliError
 
@@ -51,11 +52,26 @@ def _hint(message: str) -> str:
     return ""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes bad arguments in its errors: redact any URL among them (passwords)."""
+
+    argv: Sequence[str] = ()  # the arguments being parsed, set by main()
+
+    def error(self, message: str) -> Any:  # -> NoReturn in typeshed
+        from persistmemo.backends.redis import redact_url
+
+        for arg in sorted(self.argv, key=len, reverse=True):
+            value = arg.partition("=")[2] if arg.startswith("--") else arg
+            if "://" in value or "@" in value:
+                message = message.replace(value, redact_url(value) if "://" in value else "***")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``persistmemo`` command."""
     from persistmemo.cli import entries, explain, stats
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="persistmemo", parents=[_global_options(True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Inspect and manage a persistmemo cache. Read commands (ls, show, stats, "
@@ -73,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (see ``persistmemo --help``)."""
     from persistmemo.errors import BackendError, PersistmemoError
 
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     for name, value in _GLOBAL_DEFAULTS.items():
         if not hasattr(args, name):
