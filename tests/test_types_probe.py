@@ -1,0 +1,100 @@
+"""Regressions found by probing the third-party value types as a hostile user (issue 8b)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _types_helpers import key, need, roundtrip
+
+
+def _frame_equal(a: Any, b: Any) -> None:
+    pd = need("pandas")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert list(a.dtypes) == list(b.dtypes)
+
+
+def test_duplicate_column_names_round_trip() -> None:
+    """A frame with duplicate column labels is stored and comes back identical."""
+    pd = need("pandas")
+    need("pyarrow")
+    df = pd.DataFrame([[1, 2.5, "x"]], columns=["a", "a", "b"])
+    _frame_equal(df, roundtrip(df))
+    mixed = pd.DataFrame([[1, 2, 3]], columns=pd.Index([0, 0, 1]))
+    _frame_equal(mixed, roundtrip(mixed))
+
+
+def test_duplicate_columns_with_object_column() -> None:
+    """Duplicate labels with a column that travels beside the Arrow stream keep their order."""
+    pd = need("pandas")
+    need("pyarrow")
+    df = pd.DataFrame({"a": [1, 2]})
+    df = pd.concat([df, pd.Series([1, "z"], dtype=object, name="a"), df], axis=1)
+    _frame_equal(df, roundtrip(df))
+
+
+def test_string_python_storage_round_trip() -> None:
+    """string[python] columns come back as string[python], not string[pyarrow]."""
+    pd = need("pandas")
+    need("pyarrow")
+    df = pd.DataFrame({"s": pd.Series(["a", None], dtype="string[python]"),
+                       "p": pd.Series(["a", None], dtype="string[pyarrow]"),
+                       "i": pd.Series([1, None], dtype="Int64")})
+    _frame_equal(df, roundtrip(df))
+
+
+@pytest.mark.parametrize("make", [
+    lambda pd: pd.Timestamp("2020-01-02 03:04:05.123456789"),
+    lambda pd: pd.Timestamp("2020-01-02", tz="Europe/Paris"),
+    lambda pd: pd.Timestamp("2020-01-02").as_unit("s"),
+    lambda pd: pd.Timedelta(seconds=3, microseconds=7),
+    lambda pd: pd.Period("2020Q3", freq="Q"),
+    lambda pd: pd.Interval(0.5, 2.5, closed="both"),
+    lambda pd: pd.Interval(1, 3),
+])
+def test_pandas_scalar_results(make: Any) -> None:
+    """pandas scalars are results too: equal value, same type, same unit/tz/freq/closed."""
+    pd = need("pandas")
+    need("pyarrow")
+    value = make(pd)
+    out = roundtrip(value)
+    assert type(out) is type(value) and out == value
+    for attr in ("unit", "tz", "freqstr", "closed"):
+        assert getattr(out, attr, None) == getattr(value, attr, None), attr
+    if isinstance(value, pd.Interval):
+        assert type(out.left) is type(value.left)
+
+
+def test_na_and_nat_results_and_object_columns() -> None:
+    """pd.NA and pd.NaT round-trip alone and inside object columns, not confused with None/NaN."""
+    pd = need("pandas")
+    np = need("numpy")
+    need("pyarrow")
+    assert roundtrip(pd.NA) is pd.NA and roundtrip(pd.NaT) is pd.NaT
+    df = pd.DataFrame({"o": pd.Series([None, np.nan, pd.NA, pd.NaT, pd.Timestamp("2020"), 1],
+                                      dtype=object)})
+    out = roundtrip(df)
+    _frame_equal(df, out)
+    got = out["o"].tolist()
+    assert got[0] is None and got[2] is pd.NA and got[3] is pd.NaT
+    assert isinstance(got[1], float) and got[1] != got[1]
+
+
+def test_object_columns_key_distinguish_na_kinds() -> None:
+    """None, NaN, pd.NA and NaT in an object column are four different keys."""
+    pd = need("pandas")
+    np = need("numpy")
+    keys = {key(pd.Series([v], dtype=object)) for v in (None, np.nan, pd.NA, pd.NaT)}
+    assert len(keys) == 4
+
+
+def test_categorical_result_round_trip() -> None:
+    """A bare pandas.Categorical result comes back with its categories, order and NaNs."""
+    pd = need("pandas")
+    need("pyarrow")
+    for cat in (pd.Categorical(["b", None, "a"], categories=["b", "a", "z"], ordered=True),
+                pd.Categorical([1, 2, 1]), pd.Categorical([], categories=["x"])):
+        out = roundtrip(cat)
+        assert type(out) is pd.Categorical
+        pd.testing.assert_extension_array_equal(out, cat, check_exact=True)
+        assert out.ordered == cat.ordered and list(out.categories) == list(cat.categories)
