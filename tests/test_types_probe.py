@@ -98,3 +98,31 @@ def test_categorical_result_round_trip() -> None:
         assert type(out) is pd.Categorical
         pd.testing.assert_extension_array_equal(out, cat, check_exact=True)
         assert out.ordered == cat.ordered and list(out.categories) == list(cat.categories)
+
+
+def test_mmap_corruption_after_a_verified_hit_hides_behind_no_mtime(tmp_path: Any) -> None:
+    """A file rewritten in place with its mtime restored is re-verified: a miss, not wrong data."""
+    import os
+
+    np = need("numpy")
+    from persistmemo import Cache
+
+    calls: list[int] = []
+    with Cache(tmp_path / "c", mmap=True) as cache:
+
+        @cache.memoize
+        def make(n: int) -> Any:
+            calls.append(n)
+            return np.full(n, 7, dtype=np.int64)
+
+        make(10_000)
+        assert (make(10_000) == 7).all() and calls == [10_000]  # verified, remembered
+        (path,) = sorted((tmp_path / "c").rglob("*.val"))
+        st = os.stat(path)
+        data = bytearray(path.read_bytes())
+        data[-8:] = np.int64(8).tobytes()
+        with open(path, "r+b") as f:  # same inode, same size
+            f.write(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        again = make(10_000)
+        assert (again == 7).all() and calls == [10_000, 10_000]
