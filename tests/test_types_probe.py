@@ -126,3 +126,27 @@ def test_mmap_corruption_after_a_verified_hit_hides_behind_no_mtime(tmp_path: An
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         again = make(10_000)
         assert (again == 7).all() and calls == [10_000, 10_000]
+
+
+def test_tied_weights_are_part_of_a_module_key() -> None:
+    """A model whose two layers share one weight differs from one with two equal copies."""
+    torch = need("torch")
+    nn = torch.nn
+
+    class Tied(nn.Module):
+        def __init__(self, tie: bool) -> None:
+            super().__init__()
+            self.enc = nn.Linear(3, 3, bias=False)
+            self.dec = nn.Linear(3, 3, bias=False)
+            with torch.no_grad():
+                self.enc.weight.copy_(torch.arange(9.0).reshape(3, 3))
+                self.dec.weight.copy_(self.enc.weight)
+            if tie:
+                self.dec.weight = self.enc.weight
+
+    assert key(Tied(True)) != key(Tied(False))
+    assert key(Tied(True)) == key(Tied(True)) and key(Tied(False)) == key(Tied(False))
+    shared = Tied(True)
+    with torch.no_grad():
+        shared.enc.weight[0, 0] = -1.0  # both layers see the change
+    assert key(shared) != key(Tied(True))
