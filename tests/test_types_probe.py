@@ -150,3 +150,19 @@ def test_tied_weights_are_part_of_a_module_key() -> None:
     with torch.no_grad():
         shared.enc.weight[0, 0] = -1.0  # both layers see the change
     assert key(shared) != key(Tied(True))
+
+
+def test_state_dict_arguments_are_keyed_by_content_and_order() -> None:
+    """A model's state_dict() (an OrderedDict of tensors) is a key; values and order count."""
+    from collections import OrderedDict
+
+    torch = need("torch")
+    torch.manual_seed(0)
+    sd = torch.nn.Linear(3, 2).state_dict()
+    same = OrderedDict((k, v.clone()) for k, v in sd.items())
+    assert key(sd) == key(same)
+    changed = OrderedDict((k, v.clone()) for k, v in sd.items())
+    changed["weight"][0, 0] += 1
+    assert key(changed) != key(sd)
+    assert key(OrderedDict(reversed(list(sd.items())))) != key(sd)
+    assert key(dict(sd)) != key(sd)  # a plain dict is another type
