@@ -166,3 +166,17 @@ def test_state_dict_arguments_are_keyed_by_content_and_order() -> None:
     assert key(changed) != key(sd)
     assert key(OrderedDict(reversed(list(sd.items())))) != key(sd)
     assert key(dict(sd)) != key(sd)  # a plain dict is another type
+
+
+def test_compiled_module_argument_error_names_the_fix() -> None:
+    """A torch.compile()d module argument is refused with a message naming model._orig_mod."""
+    torch = need("torch")
+    import warnings
+
+    from persistmemo.errors import KeyEncodingError
+
+    with warnings.catch_warnings():  # torch's own deprecation noise while importing dynamo
+        warnings.simplefilter("ignore", DeprecationWarning)
+        compiled = torch.compile(torch.nn.Linear(2, 2))
+    with pytest.raises(KeyEncodingError, match="_orig_mod"):
+        key(compiled)

@@ -164,7 +164,7 @@ def _module_body(m: torch.nn.Module) -> bytes:
 def key_encoder(cls: type) -> Callable[[Any], bytes]:
     """Return the key encoder for a torch class (tensor, Parameter, Module, dtype, ...)."""
     if issubclass(cls, torch.nn.Module):
-        return _module_body
+        return _refuse_compiled if cls.__name__ == "OptimizedModule" else _module_body
     if issubclass(cls, torch.Tensor):
         if cls not in (torch.Tensor, torch.nn.Parameter):
             return _refuse_subclass
@@ -176,6 +176,11 @@ def key_encoder(cls: type) -> Callable[[Any], bytes]:
     if cls is torch.Size:
         return lambda s: text("torch.Size") + seq(u64(n) for n in s)
     return _refuse_subclass
+
+
+def _refuse_compiled(m: Any) -> bytes:
+    raise Unsupported("a torch.compile()d module wraps compiled code that has no canonical "
+                      "encoding; pass the original module (model._orig_mod) as the argument")
 
 
 def _refuse_subclass(v: Any) -> bytes:
