@@ -180,3 +180,20 @@ def test_compiled_module_argument_error_names_the_fix() -> None:
         compiled = torch.compile(torch.nn.Linear(2, 2))
     with pytest.raises(KeyEncodingError, match="_orig_mod"):
         key(compiled)
+
+
+def test_object_index_of_mixed_values_round_trips() -> None:
+    """An object index of mixed Python values (a Series, a frame, a bare Index) comes back exact."""
+    pd = need("pandas")
+    need("pyarrow")
+    idx = pd.Index([1, "a", 2.5, None, ("t", 1)], dtype=object, name="k")
+    s = pd.Series(range(5), index=idx, name="v")
+    out = roundtrip(s)
+    pd.testing.assert_series_equal(out, s, check_exact=True)
+    assert [type(v) for v in out.index] == [type(v) for v in idx]
+    _frame_equal(s.to_frame().assign(o=pd.Series([1, "x", 3, 4, 5], dtype=object, index=idx)),
+                 roundtrip(s.to_frame().assign(o=pd.Series([1, "x", 3, 4, 5], dtype=object,
+                                                           index=idx))))
+    pd.testing.assert_index_equal(roundtrip(idx), idx, exact=True)
+    empty = pd.Series([], index=pd.Index([], dtype=object), dtype="float64")
+    pd.testing.assert_series_equal(roundtrip(empty), empty, check_exact=True)

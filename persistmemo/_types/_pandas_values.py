@@ -86,9 +86,16 @@ def _encode_frame(df: pd.DataFrame) -> Carrier:
     side = [i for i, dt in enumerate(df.dtypes) if _beside(dt)]
     meta: dict[str, Any] = {"side": side, "freq": _freq(df.index),
                             "names": _packed([list(df.index.names), list(df.columns.names)])}
+    if not isinstance(df.index, pd.MultiIndex) and df.index.dtype == object:
+        # An object index (mixed Python values) travels beside, value by value, like columns.
+        tail = [_packed(df.index.tolist())]
+        meta["oindex"] = True
+        df = df.set_axis(pd.RangeIndex(len(df)), axis=0)
+    else:
+        tail = []
     if not side and df.columns.is_unique:
         data, meta["casts"] = _to_arrow(df)
-        return Carrier("pandas:frame", meta, [data])
+        return Carrier("pandas:frame", meta, [data, *tail])
     # Column labels travel as their own Index (duplicates, beside columns): the data columns
     # are renamed by position, so duplicate labels never meet Arrow.
     meta["labels"] = True
@@ -97,7 +104,7 @@ def _encode_frame(df: pd.DataFrame) -> Carrier:
     data, meta["casts"] = _to_arrow(typed)
     columns, _ = _to_arrow(pd.DataFrame(index=df.columns))
     payloads = [_packed(_column_values(df.iloc[:, i])) for i in side]
-    return Carrier("pandas:frame", meta, [data, columns, *payloads])
+    return Carrier("pandas:frame", meta, [data, columns, *payloads, *tail])
 
 
 def _column_values(s: pd.Series) -> Any:
@@ -113,12 +120,15 @@ def _decode_frame(meta: Any, buffers: list[memoryview]) -> pd.DataFrame:
     _apply_casts(df, meta.get("casts", []))
     if meta["side"] or meta.get("labels"):
         columns = read_ipc(buffers[1]).to_pandas().index
-        for n, (pos, raw) in enumerate(zip(meta["side"], buffers[2:], strict=True)):
+        payloads = buffers[2 : 2 + len(meta["side"])]
+        for n, (pos, raw) in enumerate(zip(meta["side"], payloads, strict=True)):
             values = _unpack(raw)
             column = pd.Series(values, index=df.index,
                                dtype=object if isinstance(values, list) else None)
             df.insert(int(pos), f"__persistmemo_{n}", column)
         df.columns = columns
+    if meta.get("oindex"):
+        df.index = pd.Index(_unpack(buffers[-1]), dtype=object)
     index_names, column_names = _unpack(meta["names"])
     df.index.names = index_names
     df.columns.names = column_names
