@@ -55,6 +55,9 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         namespace = options.get("namespace") or (cache.namespace if cache else "default")
         if options.get("namespace") is not None:
             check_namespace(namespace)
+        # On the default cache, the namespace is the default cache's (function > cache >
+        # default, like every option), known only when the default cache is first needed.
+        self._default_namespace = options.get("namespace") is None and cache is None
         self.keys = KeyBuilder(func, namespace=namespace, version=options.get("version"),
                                ignore=options.get("ignore") or (), key=options.get("key"),
                                ignore_deps=options.get("ignore_deps") or (),
@@ -67,7 +70,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
 
         generation = _store.generation
         cache = self._cache or default_cache()
-        if self._cache is None and "namespace" not in self._given:
+        if self._default_namespace:
             self._adopt_namespace(cache.namespace)
         options = cache.options.merged(self._options)
         codec, backend = cache.codec, cache.backend
@@ -83,7 +86,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
                         backend=backend, breaker=cache.breaker, stats=cache.stats,
                         usage=cache.usage)
         engine.generation = generation
-        engine.disabled = _switch.env_disabled()
+        engine.disabled = _switch.env_disabled() or hasattr(cache, "config_error")
         old = self._engine
         if old is not None:  # moved to a new default cache: f.cache_info() keeps counting
             for name in type(old.stats).__slots__:
@@ -94,16 +97,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
 
     def _adopt_namespace(self, namespace: str) -> None:
         """Functions on the default cache take its namespace (from the configuration)."""
-        if self.keys.namespace == namespace:
-            return
-        from persistmemo.keys import KeyBuilder
-
-        k = self.keys
-        self.keys = KeyBuilder(k.func, namespace=namespace, version=k.version, ignore=k.ignore,
-                               key=k.custom_key)
-        public = getattr(self, "_public", None)
-        if public is not None:  # the function handed out carries `keys` too
-            public.keys = self.keys
+        self.keys.set_namespace(namespace)  # (the same builder: ignore_deps, depends_on kept)
 
     def _current(self) -> Engine:
         """The engine, (re)built on first use or after the default cache was replaced."""
@@ -158,6 +152,7 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
 
     def explain_key(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, str]:
         """Return a short digest per argument (compare two calls to see which one differs)."""
+        self._current()  # the default cache's namespace comes from the configuration
         return self.keys.describe(args, kwargs)
 
     def dependencies(self) -> dict[str, Dependency]:
@@ -181,13 +176,19 @@ class _MemoizedBase(Generic[P, R], metaclass=_MemoizedMeta):
         """Return this function's counters in this process (hits, misses, stores, ...)."""
         return self.engine.stats.snapshot()
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr_name = name
+
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        entry = self.__dict__.get("_entry")
-        if entry is None:
-            entry = self.__dict__["_entry"] = self.entry()
-        return _Bound(entry, obj)
+        binder = self.__dict__.get("_binder")
+        if binder is None:
+            from persistmemo._bound import Binder
+
+            name = self.__dict__.get("_attr_name") or self.__wrapped__.__name__
+            binder = self.__dict__["_binder"] = Binder(self.entry(), name)
+        if obj is None:  # K.method: the function (pickles by reference, inspect sees it)
+            return binder.entry
+        return binder.bind(obj)
 
     def __repr__(self) -> str:
         return f"<memoized {self.keys.identity}>"
@@ -246,22 +247,6 @@ class AsyncMemoized(_MemoizedBase[P, R]):
         __call__ = async_driver(Engine.call)
         refresh = async_driver(Engine.refresh)
         map = async_driver(Engine.map)
-
-
-class _Bound(functools.partial):  # type: ignore[type-arg]
-    """A memoized method bound to an instance (``obj.method``).
-
-    A ``functools.partial`` of the driver function: calling it costs no Python frame of its own
-    (deep recursion through methods), and ``inspect.iscoroutinefunction`` sees through it. The
-    helpers that take call arguments (``cache_key``, ``invalidate``, ...) are bound to the
-    instance too.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.func, name)
-        if name in ("cache_key", "explain_key", "explain", "invalidate", "refresh"):
-            return functools.partial(attr, *self.args)
-        return attr
 
 
 def wrap(cache: Store | None, func: Callable[..., Any], **options: Any) -> Any:

@@ -10,12 +10,14 @@ recursion limit per level than calling a function.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from persistmemo import _store, _switch
 from persistmemo._engine import COMPUTE, IO, JOIN, SLEEP, Engine, Steps
+from persistmemo._lease import LEADER, renewer
 from persistmemo.backends.base import MISSING
 from persistmemo.errors import BackendError
 
@@ -25,6 +27,7 @@ Protocol = Callable[["Engine", tuple[Any, ...], dict[str, Any]], Steps]
 
 
 _CALL = Engine.call
+_ACQUIRE = frozenset({"acquire_and_get", "acquire"})
 _MAP = Engine.map
 
 
@@ -67,15 +70,21 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
             steps = protocol(engine, args, kwargs)
         result: Any = None
         error: BaseException | None = None
+        held: list[Any] = [None, None]  # (flight led, lease computed under): see _abandon
         while True:
             try:
                 kind, target, a, kw = steps.send(result) if error is None else steps.throw(error)
             except StopIteration as stop:
                 return stop.value
+            except RecursionError:
+                _abandon(held, release=True)
+                raise
             error = None
             try:
                 if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
                     result = getattr(engine.backend, target)(*a, **kw)
+                    if target in _ACQUIRE and (result[0] if type(result) is tuple else result):
+                        held[1] = a[0]  # a lease now held
                 elif kind == COMPUTE:
                     result = engine.func(*a, **kw)  # from this frame: 2 frames per level
                 elif kind == SLEEP:
@@ -83,6 +92,7 @@ def sync_driver(protocol: Protocol, memo: Any = None) -> Callable[..., Any]:
                     result = None
                 elif kind == JOIN:
                     result = engine.flights.join(a[0])
+                    held[0] = result[0] if result[1] == LEADER else held[0]
                 else:  # WAIT
                     result = target.event.wait(a[0])
             except BaseException as exc:  # the protocol cleans up (releases) and re-raises
@@ -130,15 +140,21 @@ def async_driver(protocol: Protocol, memo: Any = None
         steps = protocol(engine, args, kwargs)
         result: Any = None
         error: BaseException | None = None
+        held: list[Any] = [None, None]
         while True:
             try:
                 kind, target, a, kw = steps.send(result) if error is None else steps.throw(error)
             except StopIteration as stop:
                 return stop.value
+            except RecursionError:
+                _abandon(held, release=False)  # (no blocking I/O on the loop: it lapses)
+                raise
             error = None
             try:
                 if kind == IO:  # (==, not is: a driver may arrive by value, by cloudpickle)
                     result = await getattr(engine.backend, "a" + target)(*a, **kw)
+                    if target in _ACQUIRE and (result[0] if type(result) is tuple else result):
+                        held[1] = a[0]
                 elif kind == COMPUTE:
                     result = await engine.func(*a, **kw)
                 elif kind == SLEEP:
@@ -146,12 +162,32 @@ def async_driver(protocol: Protocol, memo: Any = None
                     result = None
                 elif kind == JOIN:
                     result = engine.flights.ajoin(a[0])
+                    held[0] = result[0] if result[1] == LEADER else held[0]
                 else:  # WAIT
                     result = await _wait(target.future, a[0])
+            except GeneratorExit:  # abandoned (its loop closed): clean up without any I/O
+                steps.close()
+                raise
             except BaseException as exc:
                 error = exc
 
     return drive
+
+
+def _abandon(held: list[Any], *, release: bool) -> None:
+    """Clean up after a protocol the call stack killed (a RecursionError while resuming it
+    may skip its own ``finally`` blocks): wake the flight's waiters, stop renewing the lease
+    and release it (or let it lapse within ``lock_ttl``). Each step is idempotent, so doing
+    it again after the protocol did is harmless."""
+    flight, lock = held
+    with contextlib.suppress(Exception):  # (even a RecursionError again: best effort)
+        if flight is not None:
+            flight.finish()
+    with contextlib.suppress(Exception):
+        if lock is not None:
+            renewer.discard(lock)
+            if release:  # else, or if this fails, it lapses within lock_ttl
+                lock.release()
 
 
 async def _wait(future: Any, timeout: float | None) -> bool:

@@ -40,9 +40,9 @@ __all__ = ["COMPUTE", "IO", "JOIN", "SLEEP", "WAIT", "CacheInfo", "Engine", "Ste
            "UncacheableResultWarning"]
 
 # Step kinds: (kind, target, args, kwargs). IO: target names a backend method (its async twin
-# is "a" + target). COMPUTE: call the function with args/kwargs. SLEEP: args[0] seconds. JOIN:
-# join the flight of key args[0]; sent (flight, role). WAIT: wait up to args[0] seconds for
-# flight ``target``; sent whether it finished.
+# is "a" + target). COMPUTE: call the function with args/kwargs (target: the lease held).
+# SLEEP: args[0] seconds. JOIN: join the flight of key args[0]; sent (flight, role). WAIT: wait
+# up to args[0] seconds for flight ``target``; sent whether it finished.
 IO, COMPUTE, SLEEP, JOIN, WAIT = "io", "compute", "sleep", "join", "wait"
 Step = tuple[str, Any, tuple[Any, ...], dict[str, Any]]
 Steps = Generator[Step, Any, Any]
@@ -86,7 +86,7 @@ class Engine(Observer):
         self.stats = Stats(parent=stats)
         self.flights = Flights()
         self._warned: set[str] = set()
-        self._seen: dict[str, tuple[bytes, Any, float, bytes]] = {}
+        self._seen: dict[str, tuple[bytes, Any, float, bytes, float | None]] = {}
         self._stable = bool(getattr(backend, "stable_reads", False))
         # Persisted, cross-worker statistics (batched by the recorder; see _usage).
         self.usage = usage
@@ -97,6 +97,9 @@ class Engine(Observer):
         # The biggest entry the store accepts (Redis: 512 MB), also behind a local tier.
         self._max_value: int | None = getattr(backend, "max_value_size", None) or getattr(
             getattr(backend, "shared", None), "max_value_size", None)
+        # A composite store (the local tier) that keeps serving when one of its stores fails
+        # reports those failures here, so they reach the counters like any other store error.
+        self._take_failures = getattr(backend, "take_failures", None)
 
     # -- pure helpers ----------------------------------------------------------------------
     def _warn_once(self, tag: str, message: str, *args: Any) -> bool:
@@ -110,24 +113,42 @@ class Engine(Observer):
         self.stats.count("errors")
         self.breaker.failed(exc)
 
+    def absorbed(self) -> None:
+        """Count the failures a composite store absorbed (it served from its other tier)."""
+        if self._take_failures is not None:
+            n = self._take_failures()
+            if n:
+                self.stats.count("errors", n)
+
     def decode(self, raw: Any, key: str, *, recheck: bool = False) -> Any:
         """Decode stored bytes; a failure is a miss (counted unless ``recheck``), MISSING."""
         entry = self.decode_entry(raw, key, recheck=recheck)
         return MISSING if entry is MISSING else entry[0]
 
     def decode_entry(self, raw: Any, key: str, *, recheck: bool = False) -> Any:
-        """Like :meth:`decode`, returning the whole :class:`~persistmemo.codec.Entry`."""
+        """Like :meth:`decode`, returning the whole :class:`~persistmemo.codec.Entry`.
+
+        An entry older than the function's ``ttl`` is a miss too: a copy may outlive its entry
+        (a local tier in front of a store that cannot report remaining TTLs, a store that
+        ignores TTLs), and the entry's own creation time is the one clock every copy shares.
+        """
         if raw is MISSING:
             return MISSING
         try:
-            return self.codec.decode(raw, key=key)
+            entry = self.codec.decode(raw, key=key)
         except DecodeError as exc:
+            if isinstance(exc.__cause__, RecursionError):  # the stack ran out, not the entry
+                raise RecursionError(str(exc.__cause__)) from exc
             if not recheck:
                 self.stats.count("decode_failures")
                 self._warn_once("decode:" + str(exc).split(":", 1)[0], "persistmemo: stored "
                                 "entry for %s could not be used (%s); recomputing",
                                 self.keys.identity, exc)
             return MISSING
+        ttl = self.options.ttl
+        if ttl is not None and entry[1] + ttl <= time.time():
+            return MISSING  # expired (see above): recomputed and stored afresh
+        return entry
 
     def encode(self, value: Any, key: str, duration: float, meta: bytes = b"") -> bytes | None:
         """Encode a result for storage, or warn once and return None if it cannot be."""
@@ -141,6 +162,8 @@ class Engine(Observer):
                     f"accepts ({limit:,}); use a directory store for values this big")
             return blob
         except SerializationError as exc:
+            if isinstance(exc.__cause__, RecursionError):  # the stack ran out (a deep
+                return None  # recursion's innermost levels): the value is fine, just not stored
             tname = f"{type(value).__module__}.{type(value).__qualname__}"
             msg = f"persistmemo: result of {self.keys.identity}() not cached: {exc}"
             if self._warn_once("enc:" + tname, "%s", msg):
@@ -169,7 +192,7 @@ class Engine(Observer):
         if raw is MISSING:
             return MISSING
         seen = self._seen.get(key)
-        if seen is not None and seen[0] is raw:
+        if seen is not None and seen[0] is raw and (seen[4] is None or time.time() < seen[4]):
             self.stats.hit()
             self.used(key, seen[2], meta=seen[3])
             return seen[1]
@@ -182,7 +205,9 @@ class Engine(Observer):
         if self._stable and frozen(value):
             if len(self._seen) >= _SEEN_MAX:
                 self._seen.clear()
-            self._seen[key] = (raw, value, entry[2], entry[3])
+            ttl = self.options.ttl
+            self._seen[key] = (raw, value, entry[2], entry[3],
+                               None if ttl is None else entry[1] + ttl)
         return value
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -211,6 +236,7 @@ class Engine(Observer):
             self._failed(error)
         elif self.breaker.down_until:
             self.breaker.ok()
+        self.absorbed()
         return (yield from self._timed_miss(key, args, kwargs))
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -240,6 +266,7 @@ class Engine(Observer):
                 self._failed(exc)
             else:
                 self.breaker.ok()
+                self.absorbed()
                 found = [self.decode_entry(r, k) for r, k in zip(raws, keys)]
         results: list[Any] = []
         done: dict[str, Any] = {}
@@ -270,6 +297,7 @@ class Engine(Observer):
             return MISSING
         if self.breaker.down_until:
             self.breaker.ok()
+        self.absorbed()
         return self.hit(raw, key)
 
     def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps:
@@ -331,10 +359,16 @@ class Engine(Observer):
                 yield (SLEEP, None, (delay,), _NOKW)
             try:
                 acquired, raw = yield (IO, "acquire_and_get", (lock, key), _NOKW)
+                value = self.decode(raw, key, recheck=True)
+                if value is MISSING and raw is not MISSING and not acquired:
+                    # Present but unusable (corrupt, foreign, another secret, expired): a
+                    # store may report it without trying the lease (a local tier does), and
+                    # waiting for it to turn into a value could take the whole lock_wait.
+                    acquired = yield (IO, "acquire", (lock,), _NOKW)
             except BackendError as exc:
                 self._failed(exc)
                 return MISSING, None, False
-            value = self.decode(raw, key, recheck=True)
+            self.absorbed()
             if value is not MISSING or acquired:
                 return value, raw, acquired
             if not waited:
@@ -356,12 +390,17 @@ class Engine(Observer):
         """Compute (under ``lock`` if held), hand the result to ``flight``, store it."""
         self.stats.count("misses")
         digests = self.digests(args, kwargs)  # before the call: the function may mutate them
-        if lock is not None:
-            renewer.add(lock)
         start = time.perf_counter()
         frame = _usage.enter()  # nested memoized computations charge their time to it
         try:
-            value = yield (COMPUTE, None, args, kwargs)
+            if lock is not None:
+                renewer.add(lock, None if flight is None else flight.alive)
+            value = yield (COMPUTE, lock, args, kwargs)  # (the driver sees the lease held)
+        except GeneratorExit:  # abandoned (its event loop closed): no step may run any more
+            self._computed(frame, start, key)
+            if lock is not None:
+                renewer.discard(lock)  # the lease lapses within lock_ttl
+            raise
         except BaseException:
             self._computed(frame, start, key)
             if lock is not None:
@@ -388,6 +427,7 @@ class Engine(Observer):
             self.stats.count("stores")
             if self._logger.isEnabledFor(10):
                 self._debug("store", key, time.perf_counter() - stored, len(raw))
+        self.absorbed()
         return value
 
     def _store_manifest(self) -> Steps:

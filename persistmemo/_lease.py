@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from persistmemo.backends.base import Lock
@@ -35,13 +36,17 @@ class Flight:
         self.value: Any = None
         self.has_value = False
 
+    def alive(self) -> bool:
+        """Whether the leader can still finish (False once its event loop is closed)."""
+        return self.future is None or not self.future.get_loop().is_closed()
+
     def finish(self) -> None:
         """Leave the table and wake every waiter (the leader calls this exactly once)."""
         if self.table.get(self.key) is self:
             del self.table[self.key]
         if self.event is not None:
             self.event.set()
-        elif not self.future.done():
+        elif not self.future.done() and self.alive():  # (a closed loop: nobody to wake)
             self.future.set_result(self)
 
 
@@ -88,16 +93,18 @@ class _Renewer:
     """
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[Lock, float]] = {}
+        self._held: dict[int, tuple[Lock, float, Callable[[], bool] | None]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._wake_at = float("inf")
         self._idle = 0
 
-    def add(self, lock: Lock) -> None:
+    def add(self, lock: Lock, alive: Callable[[], bool] | None = None) -> None:
+        """Renew ``lock`` until discarded, or until ``alive()`` says its holder is gone (an
+        abandoned async leader: its event loop closed), after which the lease lapses."""
         due = time.monotonic() + lock.ttl / 3
         with self._cond:
-            self._held[id(lock)] = (lock, due)
+            self._held[id(lock)] = (lock, due, alive)
             self._idle = 0
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="persistmemo-renew",
@@ -114,9 +121,9 @@ class _Renewer:
         while True:
             with self._cond:
                 now = time.monotonic()
-                due = [lk for lk, at in self._held.values() if at <= now]
-                for lk in due:
-                    self._held[id(lk)] = (lk, now + lk.ttl / 3)
+                due = [(lk, ok) for lk, at, ok in self._held.values() if at <= now]
+                for lk, ok in due:
+                    self._held[id(lk)] = (lk, now + lk.ttl / 3, ok)
                 # Idle, it still wakes every second: then registering a lease (due in
                 # ttl/3, seconds away) never has to wake it, which costs a thread switch
                 # (~0.1-0.3 ms) on every locked miss. Idle for a minute, it exits.
@@ -125,13 +132,13 @@ class _Renewer:
                     if self._idle > 60:
                         self._thread = None
                         return
-                self._wake_at = min((at for _, at in self._held.values()), default=now + 1.0)
+                self._wake_at = min((e[1] for e in self._held.values()), default=now + 1.0)
                 if not due:
                     self._cond.wait(max(0.0, self._wake_at - now))
                     continue
-            for lk in due:
+            for lk, ok in due:
                 try:
-                    if not lk.renew():
+                    if (ok is not None and not ok()) or not lk.renew():
                         self.discard(lk)
                 except Exception:  # a lost store: the lease lapses, at worst one recomputation
                     self.discard(lk)
@@ -143,8 +150,8 @@ class _RenewerHandle:
     def __init__(self) -> None:
         self.current = _Renewer()
 
-    def add(self, lock: Lock) -> None:
-        self.current.add(lock)
+    def add(self, lock: Lock, alive: Callable[[], bool] | None = None) -> None:
+        self.current.add(lock, alive)
 
     def discard(self, lock: Lock) -> None:
         self.current.discard(lock)

@@ -44,7 +44,7 @@ def reduce_memoized(memo: Any) -> Any:
     if _under_cloudpickle() and _by_value_in_cloudpickle(func):
         # The key builder travels as built here: the function's identity and fingerprint
         # must not be recomputed where there is no source file (and no same __main__).
-        state = {k: v for k, v in vars(memo).items() if k not in ("_engine", "_entry")}
+        state = {k: v for k, v in vars(memo).items() if k not in ("_engine", "_entry", "_binder")}
         return _rebuild, (type(memo), state)
     return str(memo.__qualname__)  # by reference: the receiver imports the module
 

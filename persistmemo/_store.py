@@ -119,7 +119,8 @@ class Store:
             from persistmemo.backends.tiered import TieredBackend
 
             kind, max_bytes, ttl = self._local
-            backend = TieredBackend.build(kind, backend, max_bytes=max_bytes, local_ttl=ttl)
+            backend = TieredBackend.build(kind, backend, max_bytes=max_bytes, local_ttl=ttl,
+                                          backoff=self.breaker.backoff)
         self.breaker.label = backend
         return backend
 
@@ -240,9 +241,26 @@ def default_cache() -> Any:
             accepted = {p.name for p in params}
             if any(p.kind is p.VAR_KEYWORD for p in params):
                 accepted.add("*")  # takes store options by keyword
-            _default, _default_env = factory(**cache_arguments(load_settings(), accepted)), sig
+            try:
+                _default = factory(**cache_arguments(load_settings(), accepted))
+            except ConfigurationError as exc:
+                _default = _unconfigured(exc)
+            _default_env = sig
             generation += 1
         return _default
+
+
+def _unconfigured(exc: ConfigurationError) -> Any:
+    """A broken project file or variable must not crash the user's program: memoized functions
+    on the default cache call straight through (nothing cached) until it is fixed."""
+    import logging
+
+    logging.getLogger("persistmemo").warning(
+        "%s; memoized functions on the default cache run uncached until this is fixed "
+        "(persistmemo ls shows the same error)", exc)
+    cache = factory("memory://")
+    cache.config_error = str(exc)
+    return cache
 
 
 def set_default_cache(cache: Any) -> Any:

@@ -143,6 +143,15 @@ class KeyBuilder:
         self._memo_ok = key is None and all(type(d) in _MEMO_DEFAULTS for d in self._defaults)
         self._memo: dict[tuple[Any, ...], str] = {}
 
+    def set_namespace(self, namespace: str) -> None:
+        """Move the keys to ``namespace`` (a function on the default cache takes the default
+        cache's namespace when it first needs a key, not the one in force when decorated)."""
+        if namespace != self.namespace:
+            self.namespace = namespace
+            self.prefix = f"pm:{KEY_FORMAT}:{_escape(namespace)}:{_escape(self.identity)}:"
+            if self._fingerprint is not None:
+                self._refresh()
+
     # -- fingerprint -------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
@@ -254,10 +263,8 @@ class KeyBuilder:
                     _encode_with_code(v, out)
                 except _Unencodable as e:
                     raise _key_error(e, name, self.identity) from None
-            except RecursionError:
-                raise KeyEncodingError(
-                    f"cannot build a cache key: argument {name!r} of {self.identity}() is "
-                    f"nested too deeply", parameter=name) from None
+            # A RecursionError is the call stack running out (a value nested too deeply is
+            # an _Unencodable, from the encoder's own depth bound): it surfaces as itself.
         return out
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from persistmemo.backends.base import MISSING
+from persistmemo.backends.base import MISSING, adapt
 
 __all__ = ["BackendContract", "RedisServer", "command", "free_port"]
 
@@ -47,10 +47,12 @@ class BackendContract:
 
     def test_missing_key_is_missing(self, backend: Any) -> None:
         """A key never set reads as MISSING (not None)."""
+        backend = adapt(backend)
         assert backend.get("pm:1:t:f:x:absent") is MISSING
 
     def test_set_get_roundtrip_bytes(self, backend: Any) -> None:
         """Values come back byte for byte, including empty and binary values."""
+        backend = adapt(backend)
         for i, value in enumerate([b"", b"\x00\xff" * 10, b"x" * 100_000, bytes(range(256))]):
             backend.set(f"pm:1:t:f:x:{i}", value, ttl=None)
             got = backend.get(f"pm:1:t:f:x:{i}")
@@ -58,18 +60,21 @@ class BackendContract:
 
     def test_overwrite(self, backend: Any) -> None:
         """A second set replaces the value."""
+        backend = adapt(backend)
         backend.set("pm:1:t:f:x:k", b"one", ttl=None)
         backend.set("pm:1:t:f:x:k", b"two", ttl=None)
         assert backend.get("pm:1:t:f:x:k") == b"two"
 
     def test_ttl_expires(self, backend: Any) -> None:
         """An entry with a TTL disappears after it (and not before)."""
+        backend = adapt(backend)
         backend.set("pm:1:t:f:x:ttl", b"v", ttl=0.3)
         assert backend.get("pm:1:t:f:x:ttl") == b"v"
         assert _wait_until(lambda: backend.get("pm:1:t:f:x:ttl") is MISSING, timeout=5)
 
     def test_delete(self, backend: Any) -> None:
         """delete returns whether something was deleted."""
+        backend = adapt(backend)
         backend.set("pm:1:t:f:x:d", b"v", ttl=None)
         assert backend.delete("pm:1:t:f:x:d") is True
         assert backend.get("pm:1:t:f:x:d") is MISSING
@@ -77,6 +82,7 @@ class BackendContract:
 
     def test_get_many_and_set_many_aligned(self, backend: Any) -> None:
         """get_many returns values aligned with the keys, MISSING where absent."""
+        backend = adapt(backend)
         items = [(f"pm:1:t:f:x:m{i}", f"v{i}".encode()) for i in range(50)]
         backend.set_many(items, ttl=None)
         keys = [k for k, _ in items] + ["pm:1:t:f:x:none"]
@@ -86,6 +92,7 @@ class BackendContract:
 
     def test_get_many_large_batch(self, backend: Any) -> None:
         """A batch larger than any internal chunk (1,200 keys, some absent) stays aligned."""
+        backend = adapt(backend)
         items = [(f"pm:1:t:big:x:{i}", str(i).encode()) for i in range(0, 1200, 2)]
         backend.set_many(items, ttl=None)
         keys = [f"pm:1:t:big:x:{i}" for i in range(1200)]
@@ -94,6 +101,7 @@ class BackendContract:
 
     def test_clear_prefix_only(self, backend: Any) -> None:
         """clear(prefix) deletes exactly the keys under the prefix, never its neighbours."""
+        backend = adapt(backend)
         keys = ["pm:1:tenant:f:1", "pm:1:tenant:f:2", "pm:1:tenantB:f:1", "pm:1:tenan:f:1",
                 "pm:1:tenant*:f:1", "pm:1:a[1]:f:1"]
         for k in keys:
@@ -108,6 +116,7 @@ class BackendContract:
 
     def test_keys_lists_prefix(self, backend: Any) -> None:
         """keys(prefix) lists live keys under the prefix."""
+        backend = adapt(backend)
         for i in range(5):
             backend.set(f"pm:1:ls:f:{i}", b"v", ttl=None)
         backend.set("pm:1:other:f:0", b"v", ttl=None)
@@ -115,6 +124,7 @@ class BackendContract:
 
     def test_lock_is_exclusive_and_token_checked(self, backend: Any) -> None:
         """One holder at a time; a stale token neither releases nor renews the lease."""
+        backend = adapt(backend)
         a = backend.lock("pm:1:t:f:x:L", ttl=5)
         b = backend.lock("pm:1:t:f:x:L", ttl=5)
         assert a.acquire() is True
@@ -130,6 +140,7 @@ class BackendContract:
 
     def test_lock_expires(self, backend: Any) -> None:
         """A lease that is not renewed lapses after its TTL (a dead holder never blocks forever)."""
+        backend = adapt(backend)
         a = backend.lock("pm:1:t:f:x:E", ttl=0.3)
         assert a.acquire()
         b = backend.lock("pm:1:t:f:x:E", ttl=5)
@@ -138,6 +149,7 @@ class BackendContract:
 
     def test_lock_does_not_touch_entry(self, backend: Any) -> None:
         """A lock on a key never hides or replaces the key's value."""
+        backend = adapt(backend)
         backend.set("pm:1:t:f:x:V", b"value", ttl=None)
         lk = backend.lock("pm:1:t:f:x:V", ttl=5)
         assert lk.acquire()
@@ -147,6 +159,7 @@ class BackendContract:
 
     def test_acquire_and_get_then_set_and_release(self, backend: Any) -> None:
         """The miss-path composites: acquire+re-check, then store+release."""
+        backend = adapt(backend)
         lk = backend.lock("pm:1:t:f:x:C", ttl=5)
         acquired, value = backend.acquire_and_get(lk, "pm:1:t:f:x:C")
         assert acquired is True and value is MISSING
@@ -160,6 +173,7 @@ class BackendContract:
 
     def test_async_twins(self, backend: Any) -> None:
         """The async methods see the same data as the sync ones."""
+        backend = adapt(backend)
 
         async def scenario() -> None:
             await backend.aset("pm:1:t:f:x:A", b"async", ttl=None)

@@ -20,7 +20,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 REDIS_URL = "redis://redis:6379/0"
 WORKER_SCRIPT = "examples/shared_workers.py"
 MAIN_COMMAND = "python examples/fibonacci.py"
-TEST_COMMAND = "pip install -e '.[test]' && python -m pytest"
+TEST_COMMAND = "pip install 'torch==2.13.0' -e '.[test]' && python -m pytest"
 SUMMARY = re.compile(r"This run computed (\d+) new results and reused (\d+) from the cache")
 TOTAL = re.compile(r"total: (\d+) workers, (\d+) calls, (\d+) distinct inputs, "
                    r"computed (\d+), reused (\d+)")

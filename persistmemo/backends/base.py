@@ -222,6 +222,13 @@ class BaseBackend:
         """Release ``lock`` (a step of the engine's protocol, so it has an async twin)."""
         return lock.release()
 
+    def acquire(self, lock: Lock) -> bool:
+        """Try ``lock`` once (a step of the engine's protocol, so it has an async twin)."""
+        return lock.acquire()
+
+    async def aacquire(self, lock: Lock) -> bool:
+        return await _to_thread(lock.acquire)
+
     def __enter__(self) -> BaseBackend:
         return self
 

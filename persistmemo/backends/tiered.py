@@ -19,6 +19,7 @@ leases fall back to the local tier's own, so threads/processes on this machine s
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -79,18 +80,21 @@ class TieredBackend(BaseBackend):
         self.stable_reads = bool(getattr(local, "stable_reads", False))
         self._shared_breaker = Breaker(backoff=backoff, fail_open=True, label=shared)
         self._local_breaker = Breaker(backoff=backoff, fail_open=True, label=local)
+        self._failures = 0  # absorbed store failures, taken by the engine for its counters
+        self._failures_mutex = threading.Lock()
 
     @classmethod
     def build(cls, local: str | os.PathLike[str], shared: BaseBackend, *, max_bytes: int,
-              local_ttl: float) -> TieredBackend:
+              local_ttl: float, backoff: float = 5.0) -> TieredBackend:
         """Build the tier ``Cache(local=...)`` asks for: ``"memory"`` or a directory path."""
         if local == "memory":
             from persistmemo.backends.memory import MemoryBackend
 
-            return cls(MemoryBackend(max_bytes=max_bytes), shared, local_ttl=local_ttl)
+            return cls(MemoryBackend(max_bytes=max_bytes), shared, local_ttl=local_ttl,
+                       backoff=backoff)
         from persistmemo.backends.disk import DiskBackend
 
-        return cls(DiskBackend(local), shared, local_ttl=local_ttl)
+        return cls(DiskBackend(local), shared, local_ttl=local_ttl, backoff=backoff)
 
     def __repr__(self) -> str:
         return f"<TieredBackend local={self.local!r} shared={self.shared!r}>"
@@ -102,10 +106,27 @@ class TieredBackend(BaseBackend):
         try:
             result = op(*args, **kw)
         except BackendError as exc:
-            breaker.failed(exc)
+            self._failed(breaker, exc)
             return default
         breaker.ok()
         return result
+
+    def _failed(self, breaker: Breaker, exc: BackendError) -> None:
+        breaker.failed(exc)
+        with self._failures_mutex:
+            self._failures += 1
+
+    def take_failures(self) -> int:
+        """How many store failures this tier absorbed since the last call (then zero).
+
+        The engine adds them to its ``errors`` counter: a failure served from the other tier
+        is still a failure the user should see in ``cache_info()``/``Cache.info()``.
+        """
+        if not self._failures:  # the hot path: no lock
+            return 0
+        with self._failures_mutex:
+            n, self._failures = self._failures, 0
+        return n
 
     def _local_ttl(self, ttl: float | None) -> float:
         return self.local_ttl if ttl is None or ttl < 0 else min(self.local_ttl, ttl)
@@ -123,7 +144,7 @@ class TieredBackend(BaseBackend):
             try:
                 value = self.local.get(key)
             except BackendError as exc:
-                self._local_breaker.failed(exc)
+                self._failed(self._local_breaker, exc)
             else:
                 if value is not MISSING:
                     return value
@@ -140,7 +161,7 @@ class TieredBackend(BaseBackend):
             try:
                 value = self.local.get(key)  # in-process memory: no I/O to await
             except BackendError as exc:
-                self._local_breaker.failed(exc)
+                self._failed(self._local_breaker, exc)
             else:
                 if value is not MISSING:
                     return value
@@ -199,7 +220,7 @@ class TieredBackend(BaseBackend):
             try:
                 acquired, value = self.shared.acquire_and_get(lock.shared, key)
             except BackendError as exc:
-                self._shared_breaker.failed(exc)
+                self._failed(self._shared_breaker, exc)
             else:
                 lock.holder = lock.shared if acquired else None
                 return acquired, value
@@ -236,7 +257,7 @@ class TieredLock:
             try:
                 ok = self.shared.acquire()
             except BackendError as exc:
-                breaker.failed(exc)
+                self._tier._failed(breaker, exc)
             else:
                 self.holder = self.shared if ok else None
                 return ok

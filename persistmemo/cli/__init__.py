@@ -35,6 +35,22 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    import persistmemo
+
+    return str(persistmemo.__version__)
+
+
+def _hint(message: str) -> str:
+    """A next step for the store errors people hit most."""
+    if any(w in message for w in ("Authentication", "NOAUTH", "WRONGPASS", "HELLO must")):
+        return ("\nhint: the server wants a (different) password: redis://:PASSWORD@host:port/db "
+                "or redis://USER:PASSWORD@host:port/db in --url or PERSISTMEMO_URL")
+    if "Connection refused" in message or "Timeout" in message:
+        return "\nhint: is the server running, and are the host and port in the URL right?"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``persistmemo`` command."""
     from persistmemo.cli import entries, explain, stats
@@ -45,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and manage a persistmemo cache. Read commands (ls, show, stats, "
                     "explain) never create anything.",
         epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"persistmemo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _global_options(False)
     for module in (entries, stats, explain):
@@ -66,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"persistmemo: {exc}", file=sys.stderr)
         return exc.code
     except BackendError as exc:
-        print(f"persistmemo: the store failed: {exc}", file=sys.stderr)
+        print(f"persistmemo: the store failed: {exc}{_hint(str(exc))}", file=sys.stderr)
         return STORE_ERROR
     except PersistmemoError as exc:
         print(f"persistmemo: {exc}", file=sys.stderr)

@@ -50,6 +50,10 @@ def _entries(backend: Any, args: argparse.Namespace, every_format: bool = False
     return found
 
 
+def _no_filter(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "function": None})
+
+
 def _entry_json(e: StoredEntry, ttl: float | None, backend: Any = None) -> dict[str, Any]:
     from persistmemo._inspect import decode_meta, entry_manifest
     from persistmemo.codec import Codec
@@ -84,6 +88,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if not found:
         what = f" of {args.function!r}" if args.function else ""
         print(f"no entries{what} (0 stored)")
+        if args.function:
+            names = sorted({e.parts.function for e in _entries(backend, _no_filter(args))})
+            some = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+            print(f"no stored function matches {args.function!r}; stored: {some or 'none'}")
         return OK
     rows = [[when(e.created), human_size(e.size), human_duration(e.duration),
              human_duration(ttls[e.key]) if ttls[e.key] is not None else "never",
@@ -187,6 +195,14 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     return OK
 
 
+def _older_format(fmt: str, current: int) -> bool:
+    """Whether a key format is earlier than ours (a newer persistmemo's entries are kept)."""
+    try:
+        return int(fmt) < current
+    except ValueError:
+        return False
+
+
 def _prune_plan(backend: Any, args: argparse.Namespace) -> list[tuple[StoredEntry, str]]:
     from persistmemo.keys import KEY_FORMAT
 
@@ -194,7 +210,8 @@ def _prune_plan(backend: Any, args: argparse.Namespace) -> list[tuple[StoredEntr
     plan: dict[str, tuple[StoredEntry, str]] = {}
     if args.old_formats:
         for e in found:
-            if e.parts.format != str(KEY_FORMAT) or not e.readable:
+            if _older_format(e.parts.format, KEY_FORMAT) or (
+                    e.parts.format == str(KEY_FORMAT) and not e.readable):
                 plan.setdefault(e.key, (e, "old format"))
     if args.old_versions:
         newest: dict[tuple[str, str], tuple[float, str]] = {}
