@@ -256,6 +256,12 @@ def _enc_timedelta(v: _dt.timedelta, out: bytearray, depth: int) -> None:
     out += b"e" + _i64(v.days) + _i64(v.seconds) + _i64(v.microseconds)
 
 
+def _enc_ordereddict(v: Any, out: bytearray, depth: int) -> None:
+    # A model's state_dict(): its items in order (OrderedDicts compare their order too).
+    out += b"o"
+    _enc(list(v.items()), out, depth)
+
+
 def _enc_uuid(v: uuid.UUID, out: bytearray, depth: int) -> None:
     out += b"u" + v.bytes
 
@@ -290,6 +296,7 @@ _STDLIB: dict[tuple[str, str], _Encoder] = {
     ("datetime", "time"): _enc_time,
     ("datetime", "timedelta"): _enc_timedelta,
     ("uuid", "UUID"): _enc_uuid,
+    ("collections", "OrderedDict"): _enc_ordereddict,
     ("pathlib", "PurePosixPath"): _enc_path,
     ("pathlib", "PureWindowsPath"): _enc_path,
     ("pathlib", "PosixPath"): _enc_path,

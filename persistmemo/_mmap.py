@@ -7,7 +7,9 @@ by every process that opens the same entry; torch tensors are zero-copy too (the
 copy-on-write, so an in-place op changes a private copy, never the file). The entry's integrity
 is still checked (the same
 checksum or MAC as a normal read, over the mapping); a file that verified once is remembered by its
-device, inode, size and modification time, so later hits in the process cost milliseconds
+device, inode, size, modification and change times (a write that restores the modification time
+with ``os.utime`` still moves the change time, which no user can set back), so later hits in
+the process cost milliseconds
 whatever the size. Anything else (small entries, other stores, pickle, compressed payloads)
 takes the normal path.
 
@@ -33,7 +35,7 @@ __all__ = ["MappedCodec", "mapped"]
 _SELECT = ("SELECT mode, filename FROM Cache"
            " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)")
 _MODE_BINARY = 2  # diskcache.core.MODE_BINARY: the value is a file of its own
-_verified: dict[tuple[int, int, int, int, str], bool] = {}
+_verified: dict[tuple[int, int, int, int, int, str], bool] = {}
 _verified_lock = threading.Lock()
 _warned: set[str] = set()
 
@@ -72,7 +74,8 @@ class _MappedBackend:
             return backend.get(key)
         finally:
             os.close(fd)
-        return _Mapping(mm, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, key))
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, key)
+        return _Mapping(mm, identity)
 
     get_owned = get  # the engine's hit path asks for a buffer of its own: a mapping is one
 
@@ -82,7 +85,7 @@ class _Mapping:
 
     __slots__ = ("identity", "mm")
 
-    def __init__(self, mm: mmap.mmap, identity: tuple[int, int, int, int, str]) -> None:
+    def __init__(self, mm: mmap.mmap, identity: tuple[int, int, int, int, int, str]) -> None:
         self.mm = mm
         self.identity = identity
 
@@ -148,7 +151,7 @@ def _decode_mapped(codec: Any, data: _Mapping, key: str) -> Any:
     return Entry(value, created, duration, bytes(view[start:payload_start]))
 
 
-def _already_verified(identity: tuple[int, int, int, int, str]) -> bool:
+def _already_verified(identity: tuple[int, int, int, int, int, str]) -> bool:
     with _verified_lock:
         if len(_verified) > 100_000:  # bounded: forget everything rather than grow forever
             _verified.clear()

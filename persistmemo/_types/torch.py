@@ -121,14 +121,27 @@ def _attrs_body(m: torch.nn.Module) -> bytes:
     return body + seq(funcs)
 
 
-def _one_module(path: str, m: torch.nn.Module) -> bytes:
+def _one_module(path: str, m: torch.nn.Module, seen: dict[int, int]) -> bytes:
     out = text(path) + class_identity(type(m)) + (b"T" if m.training else b"F") + _attrs_body(m)
     for hooks in _HOOKS:
         found = getattr(m, hooks, None)
         out += seq(_function_id(h) for h in found.values()) if found else _EMPTY
     tensors = sorted([*m._parameters.items(), *m._buffers.items()], key=lambda kv: kv[0])
-    out += seq(text(k) + (b"N" if t is None else _tensor_body(t)) for k, t in tensors)
+    out += seq(text(k) + _module_tensor(t, seen) for k, t in tensors)
     return out
+
+
+def _module_tensor(t: torch.Tensor | None, seen: dict[int, int]) -> bytes:
+    """A parameter or buffer; one met before in this module (tied weights: an encoder's and a
+    decoder's embedding) is a reference to its first place, so tied and untied models with
+    equal values differ (training them gives different results)."""
+    if t is None:
+        return b"N"
+    first = seen.get(id(t))
+    if first is not None:
+        return b"R" + u64(first)
+    seen[id(t)] = len(seen)
+    return _tensor_body(t)
 
 
 _EMPTY = u64(0)
@@ -136,10 +149,11 @@ _EMPTY = u64(0)
 
 def _module_body(m: torch.nn.Module) -> bytes:
     parts = []
+    seen: dict[int, int] = {}  # id of a parameter/buffer -> its order of first appearance
     try:
         for path, sub in m.named_modules(remove_duplicate=False):
             try:
-                parts.append(_one_module(path, sub))
+                parts.append(_one_module(path, sub, seen))
             except Unsupported as exc:
                 raise Unsupported(f"submodule {path or '<root>'!r}: {exc}") from None
     except RecursionError:
@@ -150,7 +164,7 @@ def _module_body(m: torch.nn.Module) -> bytes:
 def key_encoder(cls: type) -> Callable[[Any], bytes]:
     """Return the key encoder for a torch class (tensor, Parameter, Module, dtype, ...)."""
     if issubclass(cls, torch.nn.Module):
-        return _module_body
+        return _refuse_compiled if cls.__name__ == "OptimizedModule" else _module_body
     if issubclass(cls, torch.Tensor):
         if cls not in (torch.Tensor, torch.nn.Parameter):
             return _refuse_subclass
@@ -162,6 +176,11 @@ def key_encoder(cls: type) -> Callable[[Any], bytes]:
     if cls is torch.Size:
         return lambda s: text("torch.Size") + seq(u64(n) for n in s)
     return _refuse_subclass
+
+
+def _refuse_compiled(m: Any) -> bytes:
+    raise Unsupported("a torch.compile()d module wraps compiled code that has no canonical "
+                      "encoding; pass the original module (model._orig_mod) as the argument")
 
 
 def _refuse_subclass(v: Any) -> bytes:
